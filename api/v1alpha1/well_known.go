@@ -1,0 +1,34 @@
+package v1alpha1
+
+// Labels and annotations of the pod contract (ARCHITECTURE.md section 4). They live in the API
+// package because the webhook, the controllers, the proxy and the kubectl plugin all read them.
+const (
+	// AnnotationInject set to "false" on a pod opts it out of injection.
+	AnnotationInject = "meshlift.io/inject"
+
+	// AnnotationVersion names the SidecarVersion whose proxy runs in the pod's active slot.
+	AnnotationVersion = "meshlift.io/version"
+
+	// AnnotationActiveSlot names the slot ("1" or "2") whose container owns the listeners.
+	AnnotationActiveSlot = "meshlift.io/active-slot"
+
+	// AnnotationMeshService names the MeshService the pod was injected for.
+	AnnotationMeshService = "meshlift.io/meshservice"
+
+	// AnnotationInjectionHash is a digest of the injected layout; it makes injection idempotent.
+	AnnotationInjectionHash = "meshlift.io/injection-hash"
+
+	// AnnotationUpgrade holds the in-flight per-pod upgrade state as JSON, so a restarted
+	// operator resumes exactly where it stopped.
+	AnnotationUpgrade = "meshlift.io/upgrade"
+
+	// ReadinessGateProxyReady is the pod readiness gate the operator sets once the active proxy
+	// is ready (opt-in per MeshService).
+	ReadinessGateProxyReady = "meshlift.io/proxy-ready"
+)
+
+// Condition types shared by the kinds of this package.
+const (
+	// ConditionReady says whether the object is doing its job; see each kind for the details.
+	ConditionReady = "Ready"
+)

@@ -1,0 +1,31 @@
+// Package controllers holds the reconcilers. They are thin: they gather objects from the cache,
+// call the pure packages (internal/versions, internal/status, ...) and write the result.
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+)
+
+// IndexPodVersion indexes pods by the SidecarVersion their active proxy runs.
+const IndexPodVersion = "meshlift.io/pod-version"
+
+// SetupIndexes registers the cache indexes the reconcilers list by.
+func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
+	err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPodVersion, func(obj client.Object) []string {
+		if version := obj.GetAnnotations()[meshv1alpha1.AnnotationVersion]; version != "" {
+			return []string{version}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("failed to index pods by %s: %w", meshv1alpha1.AnnotationVersion, err)
+	}
+	return nil
+}

@@ -1,0 +1,188 @@
+// Command meshlift is the Meshlift operator: one manager running the controllers (and, in later
+// releases, the webhooks and the SDS server).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/controllers"
+	"github.com/meshlift/meshlift/internal/buildinfo"
+	"github.com/meshlift/meshlift/internal/identity"
+)
+
+// The metrics endpoint authenticates and authorizes its callers.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+type options struct {
+	metricsAddr    string
+	metricsSecure  bool
+	probeAddr      string
+	leaderElect    bool
+	leaderElectNS  string
+	trustDomain    string
+	logLevel       string
+	logFormat      string
+	logDevelopment bool
+}
+
+func main() {
+	var opts options
+	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; \"0\" disables it.")
+	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization (TokenReview and SubjectAccessReview).")
+	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader so only one replica runs the controllers.")
+	flag.StringVar(&opts.leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the operator's namespace).")
+	flag.StringVar(&opts.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of workload identities.")
+	flag.StringVar(&opts.logLevel, "log-level", "info", "Log level: debug, info, warn, error, or a number (higher is more verbose: 1 = debug).")
+	flag.StringVar(&opts.logFormat, "log-format", "json", "Log format: json or console.")
+	flag.BoolVar(&opts.logDevelopment, "log-development", false, "Development logging: console format, debug level, stack traces on warnings.")
+	flag.Parse()
+
+	logger, err := newLogger(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger.WithName("client-go"))
+
+	if err := run(ctrl.SetupSignalHandler(), opts); err != nil {
+		logger.Error(err, "Operator stopped with an error")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, opts options) error {
+	log := ctrl.Log.WithName("setup")
+	log.Info("Starting Meshlift operator", "version", buildinfo.Version, "leaderElect", opts.leaderElect, "trustDomain", opts.trustDomain)
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(meshv1alpha1.AddToScheme(scheme))
+
+	metricsOpts := metricsserver.Options{BindAddress: opts.metricsAddr, SecureServing: opts.metricsSecure}
+	if opts.metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        opts.probeAddr,
+		LeaderElection:                opts.leaderElect,
+		LeaderElectionID:              "meshlift.mesh.meshlift.io",
+		LeaderElectionNamespace:       opts.leaderElectNS,
+		LeaderElectionReleaseOnCancel: true,
+		// Pods are the bulk of the cache; managed fields are never read, so drop them.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create manager: %w", err)
+	}
+
+	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
+		return err
+	}
+	if err := (&controllers.SidecarVersionReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the SidecarVersion controller: %w", err)
+	}
+	if err := (&controllers.MeshServiceReconciler{
+		Client:      mgr.GetClient(),
+		Recorder:    mgr.GetEventRecorder("meshlift-meshservice"),
+		TrustDomain: opts.trustDomain,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the MeshService controller: %w", err)
+	}
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("failed to add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("cache-synced", cacheSynced(mgr.GetCache())); err != nil {
+		return fmt.Errorf("failed to add readiness check: %w", err)
+	}
+
+	log.Info("Starting manager")
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("manager failed: %w", err)
+	}
+	return nil
+}
+
+// cacheSynced is ready once the informers have synced, so a new replica is not marked ready
+// while it still sees an empty cluster.
+func cacheSynced(c cache.Cache) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !c.WaitForCacheSync(ctx) {
+			return errors.New("informer caches have not synced yet")
+		}
+		return nil
+	}
+}
+
+func newLogger(opts options) (logr.Logger, error) {
+	level, err := parseLevel(opts.logLevel)
+	if err != nil {
+		return logr.Logger{}, err
+	}
+	cfg := zap.NewProductionConfig()
+	if opts.logDevelopment {
+		cfg = zap.NewDevelopmentConfig()
+		if opts.logLevel == "info" {
+			level = zapcore.DebugLevel
+		}
+	}
+	switch opts.logFormat {
+	case "json":
+		if !opts.logDevelopment {
+			cfg.Encoding = "json"
+		}
+	case "console":
+		cfg.Encoding = "console"
+	default:
+		return logr.Logger{}, fmt.Errorf("--log-format must be json or console, not %q", opts.logFormat)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(level)
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	cfg.Sampling = nil
+	zl, err := cfg.Build()
+	if err != nil {
+		return logr.Logger{}, fmt.Errorf("failed to build logger: %w", err)
+	}
+	return zapr.NewLogger(zl), nil
+}
+
+// parseLevel accepts zap level names or a logr verbosity (1 = debug, 2 = more detail...).
+func parseLevel(s string) (zapcore.Level, error) {
+	var level zapcore.Level
+	if err := level.UnmarshalText([]byte(s)); err == nil {
+		return level, nil
+	}
+	var verbosity int
+	if _, err := fmt.Sscanf(s, "%d", &verbosity); err == nil && verbosity >= 0 && verbosity <= 126 {
+		return zapcore.Level(-verbosity), nil
+	}
+	return 0, fmt.Errorf("--log-level must be debug, info, warn, error or a verbosity number, not %q", s)
+}
