@@ -101,18 +101,8 @@ func run(ctx context.Context, opts options) error {
 		return fmt.Errorf("failed to create manager: %w", err)
 	}
 
-	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
+	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: opts.trustDomain}); err != nil {
 		return err
-	}
-	if err := (&controllers.SidecarVersionReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("failed to set up the SidecarVersion controller: %w", err)
-	}
-	if err := (&controllers.MeshServiceReconciler{
-		Client:      mgr.GetClient(),
-		Recorder:    mgr.GetEventRecorder("meshlift-meshservice"),
-		TrustDomain: opts.trustDomain,
-	}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("failed to set up the MeshService controller: %w", err)
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

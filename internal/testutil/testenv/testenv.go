@@ -78,19 +78,36 @@ func (e *Env) Stop() error {
 	return e.env.Stop()
 }
 
-// Main runs a package's tests against a fresh Env stored in *env; use it from TestMain.
-func Main(m *testing.M, env **Env) {
+// Main runs a package's tests against a fresh Env stored in *env; use it from TestMain. Each
+// setup function runs after the API server started (e.g. to start a manager); the function it
+// returns runs after the tests.
+func Main(m *testing.M, env **Env, setups ...func(*Env) (stop func(), err error)) {
 	e, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	*env = e
-	code := m.Run()
-	if err := e.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "failed to stop envtest:", err)
+	code := 1
+	var stops []func()
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+		if err := e.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "failed to stop envtest:", err)
+		}
+		os.Exit(code)
+	}()
+	for _, setup := range setups {
+		stop, err := setup(e)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return
+		}
+		stops = append(stops, stop)
 	}
-	os.Exit(code)
+	code = m.Run()
 }
 
 // ModuleRoot returns the directory of the repository's go.mod.

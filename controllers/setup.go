@@ -1,0 +1,33 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+)
+
+// Options configure the controllers.
+type Options struct {
+	// TrustDomain of the SPIFFE IDs the controllers report.
+	TrustDomain string
+}
+
+// Setup registers the cache indexes and every controller with the manager. main.go and the
+// envtest suites both call it, so the tests run the controllers exactly as wired in production.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	if err := SetupIndexes(ctx, mgr); err != nil {
+		return err
+	}
+	if err := (&SidecarVersionReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the SidecarVersion controller: %w", err)
+	}
+	if err := (&MeshServiceReconciler{
+		Client:      mgr.GetClient(),
+		Recorder:    mgr.GetEventRecorder("meshlift-meshservice"),
+		TrustDomain: opts.TrustDomain,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the MeshService controller: %w", err)
+	}
+	return nil
+}
