@@ -11,9 +11,23 @@ LOCALBIN ?= $(CURDIR)/bin
 KUBE_VERSION ?= 1.36.3
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 
-# kube-apiserver and etcd for envtest, built from Go modules by hack/kube.
-ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(KUBE_VERSION)
+KUSTOMIZE_VERSION ?= v5.8.0
+
+# Kubernetes binaries (kube-apiserver and etcd for envtest; the rest for the local cluster; kubectl),
+# built from Go modules by hack/kube/build.sh.
+KUBE_BIN ?= $(LOCALBIN)/k8s/$(KUBE_VERSION)
+ENVTEST_ASSETS ?= $(KUBE_BIN)
+KUBECTL ?= $(KUBE_BIN)/kubectl
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+
+# The local cluster (hack/local-cluster) and the images loaded into it.
+LOCAL_CLUSTER ?= $(LOCALBIN)/local-cluster
+CLUSTER_STATE ?= /var/lib/meshlift-local-cluster
+CLUSTER_KUBECONFIG ?= $(CLUSTER_STATE)/admin.kubeconfig
+IMAGE_TAG ?= dev
+IMAGES_DIR ?= $(LOCALBIN)/images
+K = $(KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -59,13 +73,23 @@ fmt: ## Run gofmt.
 vet: ## Run go vet and check formatting.
 	$(call say,Running go vet and gofmt)
 	go vet ./...
+	go vet -tags e2e ./test/e2e/...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted (run make fmt)" >&2; exit 1; fi
 
 .PHONY: test
-test: verify-generated vet envtest-assets ## Run the whole test suite (unit + envtest).
+test: test-unit test-e2e ## Run the whole test suite: unit, envtest and end-to-end (needs root).
+
+.PHONY: test-unit
+test-unit: verify-generated vet envtest-assets ## Run unit and envtest tests (no cluster needed).
 	$(call say,Running unit and envtest tests (kube-apiserver $(KUBE_VERSION) from $(ENVTEST_ASSETS)))
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-e2e
+test-e2e: deploy ## Run the end-to-end suite against the local cluster (brings it up; takes it down at the end).
+	$(call say,Running end-to-end tests against the local cluster)
+	E2E_KUBECONFIG=$(CLUSTER_KUBECONFIG) E2E_LOCAL_CLUSTER=$(LOCAL_CLUSTER) E2E_CLUSTER_STATE=$(CLUSTER_STATE) \
+	  go test -tags e2e $(GO_TEST_FLAGS) -v ./test/e2e/...
 
 .PHONY: bench
 bench: ## Run the benchmarks and print their numbers (also written to bench-results.txt).
@@ -88,28 +112,100 @@ build: generate ## Build the operator binary into bin/meshlift.
 	go build -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/meshlift .
 
 .PHONY: install
-install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+install: manifests $(KUBECTL) ## Install the CRDs into the cluster of the current kubeconfig.
 	$(call say,Installing CRDs into the current cluster)
-	kubectl apply --server-side -f config/crd/bases
+	$(KUBECTL) apply --server-side -f config/crd/bases
 
 .PHONY: uninstall
-uninstall: ## Remove the CRDs (and every Meshlift object) from the current cluster.
-	kubectl delete --ignore-not-found -f config/crd/bases
+uninstall: $(KUBECTL) ## Remove the CRDs (and every Meshlift object) from the current cluster.
+	$(KUBECTL) delete --ignore-not-found -f config/crd/bases
 
 .PHONY: run
 run: install ## Run the operator on this machine against the current kubeconfig.
-	$(call say,Running the operator against $$(kubectl config current-context))
+	$(call say,Running the operator against $$($(KUBECTL) config current-context))
 	go run -ldflags '$(LDFLAGS)' . --log-format=console --metrics-bind-address=0 --health-probe-bind-address=:8081
 
+##@ Local cluster and demo (run as root)
+
+.PHONY: demo
+demo: deploy ## Everything: cluster, images, operator, demo app; then a summary of what runs.
+	$(call say,Installing the demo: SidecarVersions proxy-v1 (default) and proxy-v2, MeshService demo, 3 demo pods)
+	$(KUSTOMIZE) build config/demo | $(K) apply --server-side -f -
+	$(K) -n meshlift-demo rollout status deployment/demo --timeout=3m
+	@for i in $$(seq 60); do \
+	  [ "$$($(K) -n meshlift-demo get meshservice demo -o jsonpath='{.status.pods.ready}')" = 3 ] && break; sleep 1; \
+	done
+	@echo; $(K) get nodes -o wide; echo; $(K) -n meshlift-system get pods; echo; $(K) -n meshlift-demo get pods -o wide; \
+	echo; $(K) get sidecarversions; echo; $(K) -n meshlift-demo get meshservices; echo
+	@echo "Meshlift demo is running."
+	@echo "  kubeconfig:   export KUBECONFIG=$(CLUSTER_KUBECONFIG)"
+	@echo "  kubectl:      $(KUBECTL) (or alias k='$(K)')"
+	@echo "  try:          $(KUBECTL) -n meshlift-demo get meshservice demo -o yaml   # status: pods, version, conditions"
+	@echo "                $(KUBECTL) -n meshlift-demo scale deployment demo --replicas=5  # watch status.pods follow"
+	@echo "                $(KUBECTL) -n meshlift-system logs deploy/meshlift-controller-manager"
+	@echo "  stop it:      make cluster-down"
+
+.PHONY: cluster-up
+cluster-up: $(LOCAL_CLUSTER) ## Start (or reuse) the local single-node cluster.
+	$(call say,Bringing up the local cluster (state in $(CLUSTER_STATE)))
+	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) up
+
+.PHONY: cluster-down
+cluster-down: $(LOCAL_CLUSTER) ## Stop the local cluster and remove its state.
+	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) down
+
+.PHONY: cluster-status
+cluster-status: $(LOCAL_CLUSTER) ## Show what of the local cluster runs.
+	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) status
+
+.PHONY: images
+images: ## Build the image tarballs (operator, idle, demo) into bin/images.
+	$(call say,Building images (tag $(IMAGE_TAG)) into $(IMAGES_DIR))
+	go run ./hack/images --out $(IMAGES_DIR) --tag $(IMAGE_TAG)
+
+.PHONY: load-images
+load-images: images cluster-up ## Load the image tarballs into the local cluster.
+	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) load $(IMAGES_DIR)/*.tar
+
+.PHONY: deploy
+deploy: manifests load-images $(KUSTOMIZE) ## Install the operator (config/default) into the local cluster.
+	$(call say,Installing the operator from config/default into the local cluster)
+	$(KUSTOMIZE) build config/default | $(K) apply --server-side --force-conflicts -f -
+	@# The image tag does not change between builds: restart so the pods run the image just loaded.
+	$(K) -n meshlift-system rollout restart deployment/meshlift-controller-manager
+	$(K) -n meshlift-system rollout status deployment/meshlift-controller-manager --timeout=3m
+
+.PHONY: docker-build
+docker-build: ## Build the images with Docker (for machines that have a Docker engine).
+	docker build --build-arg CMD=. -t meshlift/meshlift-operator:$(IMAGE_TAG) .
+	docker build --build-arg CMD=./cmd/meshlift-idle -t meshlift/meshlift-idle:$(IMAGE_TAG) .
+	docker build --build-arg CMD=./cmd/meshlift-demo -t meshlift/meshlift-demo:$(IMAGE_TAG) .
+
 ##@ Tools (built into bin/ from Go modules, cached)
+
+.PHONY: $(LOCAL_CLUSTER)
+$(LOCAL_CLUSTER):
+	@go build -o $(LOCAL_CLUSTER) ./hack/local-cluster
+
+.PHONY: kube-binaries
+kube-binaries: ## Build every Kubernetes binary of the local cluster (and kubectl).
+	hack/kube/build.sh $(KUBE_BIN) etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+
+$(KUBECTL):
+	hack/kube/build.sh $(KUBE_BIN) kubectl
+
+$(KUSTOMIZE):
+	$(call say,Building kustomize $(KUSTOMIZE_VERSION) into bin/)
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(LOCALBIN)/kustomize $(KUSTOMIZE)
 
 .PHONY: envtest-assets
 envtest-assets: $(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd ## Build kube-apiserver and etcd for envtest.
 
 $(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd &: hack/kube/go.mod hack/kube/go.sum
 	$(call say,Building kube-apiserver v$(KUBE_VERSION) and etcd from Go modules into $(ENVTEST_ASSETS) (cold: about 7 minutes on 2 cores; cached afterwards))
-	@mkdir -p $(ENVTEST_ASSETS)
-	cd hack/kube && go build -o $(ENVTEST_ASSETS)/ ./kube-apiserver ./etcd
+	hack/kube/build.sh $(ENVTEST_ASSETS) kube-apiserver etcd
 	@touch $(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd
 
 $(CONTROLLER_GEN):

@@ -4,7 +4,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,11 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/repo"
 )
-
-// KubeVersion is the version of the kube-apiserver the tests run against; keep it in step with
-// KUBE_VERSION in the Makefile.
-const KubeVersion = "1.36.3"
 
 // Env is a running API server with the CRDs installed.
 type Env struct {
@@ -43,7 +39,7 @@ func Start() (*Env, error) {
 	}
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
-		assets = filepath.Join(root, "bin", "k8s", KubeVersion)
+		assets = repo.KubeBinDir(root)
 	}
 	for _, bin := range []string{"kube-apiserver", "etcd"} {
 		if _, err := os.Stat(filepath.Join(assets, bin)); err != nil {
@@ -111,24 +107,7 @@ func Main(m *testing.M, env **Env, setups ...func(*Env) (stop func(), err error)
 }
 
 // ModuleRoot returns the directory of the repository's go.mod.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			if _, err := os.Stat(filepath.Join(dir, "config", "crd")); err == nil {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("cannot find the repository root (a go.mod beside config/crd) above the working directory")
-		}
-		dir = parent
-	}
-}
+func ModuleRoot() (string, error) { return repo.Root() }
 
 // Eventually polls check until it returns true or timeout passes, then fails the test with the
 // last message check gave.

@@ -1,0 +1,196 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/testutil/gen"
+	"github.com/meshlift/meshlift/internal/testutil/testenv"
+)
+
+func createNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	return ns.Name
+}
+
+// demoDeployment runs the demo echo app built from cmd/meshlift-demo.
+func demoDeployment(ns, name string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To[int64](5),
+					Containers: []corev1.Container{{
+						Name: "demo", Image: "meshlift/meshlift-demo:dev", ImagePullPolicy: corev1.PullIfNotPresent,
+						Args:  []string{"serve", "--listen=:8080"},
+						Env:   []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+							PeriodSeconds: 1,
+						},
+					}},
+				},
+			},
+		},
+	}
+}
+
+// runningPods returns the pods of the app that run and are ready, as the kubelet reports them.
+func runningPods(ctx context.Context, ns, app string) ([]corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := k8s.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{"app": app}); err != nil {
+		return nil, err
+	}
+	var running []corev1.Pod
+	for _, pod := range pods.Items {
+		if pod.DeletionTimestamp == nil && pod.Status.Phase == corev1.PodRunning && podReady(&pod) {
+			running = append(running, pod)
+		}
+	}
+	return running, nil
+}
+
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func TestMeshServiceStatusCountsTheRealRunningPods(t *testing.T) {
+	ctx := context.Background()
+	ns := createNamespace(t, "e2e-status")
+	version := gen.SidecarVersion("e2e-status-proxy", "1.0.0")
+	if err := k8s.Create(ctx, version); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), version) })
+	ms := gen.MeshService("demo", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	if err := k8s.Create(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	deploy := demoDeployment(ns, "demo", 3)
+	if err := k8s.Create(ctx, deploy); err != nil {
+		t.Fatal(err)
+	}
+
+	// The kubelet runs three pods; the MeshService reports exactly them.
+	waitForPodsAndStatus(t, ns, 3)
+
+	// The pods serve: call each one on its pod IP, and the Service through kube-proxy.
+	pods, err := runningPods(ctx, ns, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pod := range pods {
+		body := get(t, "http://"+net.JoinHostPort(pod.Status.PodIP, "8080")+"/hello")
+		var echo struct{ Name, Path string }
+		if err := json.Unmarshal(body, &echo); err != nil || echo.Name != pod.Name || echo.Path != "/hello" {
+			t.Errorf("pod %s answered %s (%v), want its own name and the path", pod.Name, body, err)
+		}
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: ns},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "demo"}, Ports: []corev1.ServicePort{{Port: 8080, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if err := k8s.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) (bool, string) {
+		_, err := tryGet("http://" + net.JoinHostPort(svc.Spec.ClusterIP, "8080") + "/healthz")
+		if err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+
+	// Scale down: the status follows the pods that really remain.
+	if err := k8s.Patch(ctx, deploy, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"replicas":1}}`))); err != nil {
+		t.Fatal(err)
+	}
+	waitForPodsAndStatus(t, ns, 1)
+}
+
+// waitForPodsAndStatus waits until want demo pods run and the MeshService's status counts exactly
+// those pods, resolved to its pinned version and not injected (injection is not built yet).
+func waitForPodsAndStatus(t *testing.T, ns string, want int) {
+	t.Helper()
+	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
+		pods, err := runningPods(ctx, ns, "demo")
+		if err != nil {
+			return false, err.Error()
+		}
+		all := &corev1.PodList{}
+		if err := k8s.List(ctx, all, client.InNamespace(ns), client.MatchingLabels{"app": "demo"}); err != nil {
+			return false, err.Error()
+		}
+		if len(pods) != want || len(all.Items) != want {
+			return false, fmt.Sprintf("%d pods, %d running and ready; want %d", len(all.Items), len(pods), want)
+		}
+		ms := &meshv1alpha1.MeshService{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo"}, ms); err != nil {
+			return false, err.Error()
+		}
+		p := ms.Status.Pods
+		if p.Matched != int32(want) || p.Ready != int32(want) || p.Injected != 0 ||
+			ms.Status.CurrentVersion != "e2e-status-proxy" || ms.Status.ObservedGeneration != ms.Generation {
+			return false, fmt.Sprintf("MeshService status %+v", ms.Status)
+		}
+		return true, ""
+	})
+}
+
+func get(t *testing.T, url string) []byte {
+	t.Helper()
+	body, err := tryGet(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+func tryGet(url string) ([]byte, error) {
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return body, nil
+}
