@@ -83,7 +83,7 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, nil
 	}
 	r.recordVersionChange(ms, next, resolution, resolveErr)
-	return ctrl.Result{}, r.patchStatus(ctx, ms, next)
+	return ctrl.Result{}, r.writeStatus(ctx, ms, next)
 }
 
 // recordVersionChange emits an event when the version new pods get changes or stops resolving.
@@ -111,20 +111,22 @@ func (r *MeshServiceReconciler) reportInvalidSelector(ctx context.Context, ms *m
 	if changed {
 		r.Recorder.Eventf(ms, nil, corev1.EventTypeWarning, EventReasonInvalidSelector, "SelectPods", "%s", msg)
 	}
-	if err := r.patchStatus(ctx, ms, next); err != nil {
+	if err := r.writeStatus(ctx, ms, next); err != nil {
 		return err
 	}
 	return reconcile.TerminalError(selectorErr)
 }
 
-func (r *MeshServiceReconciler) patchStatus(ctx context.Context, ms *meshv1alpha1.MeshService, next meshv1alpha1.MeshServiceStatus) error {
-	patch := client.MergeFrom(ms.DeepCopy())
+// writeStatus replaces the whole status, so fields that are zero in both the old and the new
+// status are still sent (a merge patch would omit them, and the API server requires them).
+func (r *MeshServiceReconciler) writeStatus(ctx context.Context, ms *meshv1alpha1.MeshService, next meshv1alpha1.MeshServiceStatus) error {
 	ms.Status = next
-	if err := r.Status().Patch(ctx, ms, patch); err != nil {
-		if apierrors.IsNotFound(err) {
+	if err := r.Status().Update(ctx, ms); err != nil {
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			// Deleted, or changed since the cache was read: its next event reconciles it again.
 			return nil
 		}
-		return fmt.Errorf("failed to patch status of MeshService %s: %w", client.ObjectKeyFromObject(ms), err)
+		return fmt.Errorf("failed to update status of MeshService %s: %w", client.ObjectKeyFromObject(ms), err)
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("Updated MeshService status", "currentVersion", next.CurrentVersion,
 		"matched", next.Pods.Matched, "injected", next.Pods.Injected, "ready", next.Pods.Ready)

@@ -223,3 +223,19 @@ func TestMeshServiceEmitsAnEventWhenItsVersionChanges(t *testing.T) {
 		return false, fmt.Sprintf("no VersionResolved event among %d events", len(events.Items))
 	})
 }
+
+// Regression: a status whose injected count stays 0 while other counts change must still be
+// written completely (a merge patch once dropped the unchanged zero, which the API server refused).
+func TestMeshServiceCountsPodsThatHaveNoSidecar(t *testing.T) {
+	ns := env.Namespace(t, "noinject")
+	createVersion(t, gen.SidecarVersion("noinject-v1", "1.0.0"))
+	ms := gen.MeshService("web", gen.PinVersion("noinject-v1"), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	create(t, ms)
+	waitForMeshService(t, ms, hasCondition(meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonNoMatchingPods))
+
+	inNS := gen.PodMeta(gen.SetNamespace(ns), gen.SetLabels("app", "web"))
+	createPod(t, gen.Pod("a", inNS), gen.Ready)
+	createPod(t, gen.Pod("b", inNS), gen.Ready)
+	waitForMeshService(t, ms, hasPods(2, 0, 2))
+	waitForMeshService(t, ms, hasCondition(meshv1alpha1.ConditionReady, metav1.ConditionFalse, meshv1alpha1.ReasonPodsNotInjected))
+}

@@ -56,13 +56,14 @@ func (r *SidecarVersionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if apiequality.Semantic.DeepEqual(sv.Status, next) {
 		return ctrl.Result{}, nil
 	}
-	patch := client.MergeFrom(sv.DeepCopy())
+	// The whole status is written (not a merge patch) so unchanged zero counts are sent too.
 	sv.Status = next
-	if err := r.Status().Patch(ctx, sv, patch); err != nil {
-		if apierrors.IsNotFound(err) {
+	if err := r.Status().Update(ctx, sv); err != nil {
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			// Deleted, or changed since the cache was read: its next event reconciles it again.
 			return ctrl.Result{}, nil
 		}
-		return ctrl.Result{}, fmt.Errorf("failed to patch status of SidecarVersion %s: %w", sv.Name, err)
+		return ctrl.Result{}, fmt.Errorf("failed to update status of SidecarVersion %s: %w", sv.Name, err)
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("Updated SidecarVersion status", "pods", next.Pods, "readyPods", next.ReadyPods)
 	return ctrl.Result{}, nil
