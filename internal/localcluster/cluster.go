@@ -83,6 +83,12 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.step("Checking Kubernetes binaries in "+c.Layout.BinDir, c.ensureBinaries); err != nil {
 		return err
 	}
+	if err := c.step("Enabling IP forwarding and bridge netfilter", enableForwarding); err != nil {
+		return err
+	}
+	if err := c.step("Keeping cluster addresses on this machine (routes to bridge "+c.Config.Bridge+")", c.routeClusterCIDRsLocally); err != nil {
+		return err
+	}
 	if healthy, why := c.healthy(ctx); healthy {
 		c.say("==> The cluster is already up and healthy; reusing it")
 		c.printSummary(time.Since(start))
@@ -119,7 +125,6 @@ func (c *Cluster) Up(ctx context.Context) error {
 
 	steps := []func() error{
 		func() error { return c.step("Writing PKI, kubeconfigs and component configuration", c.writeFiles) },
-		func() error { return c.step("Enabling IP forwarding and bridge netfilter", enableForwarding) },
 		func() error { return startAndWait(Etcd, c.waitEtcd) },
 		func() error { return startAndWait(KubeAPIServer, c.waitAPIServer) },
 		func() error { return startAndWait(KubeControllerManager, nil) },
@@ -302,6 +307,29 @@ func enableForwarding() error {
 				}
 			}
 			return fmt.Errorf("failed to set %s: %w", file, err)
+		}
+	}
+	return nil
+}
+
+// routeClusterCIDRsLocally creates the pod bridge (the CNI bridge plugin reuses it) and routes
+// the Service CIDR and the whole pod network to it. kube-proxy's DNAT still applies (it rewrites
+// the destination before the packet is routed again) and the bridge's own /24 is more specific;
+// anything else addressed to those ranges gets no ARP answer and is dropped here. Without it, a
+// connection to a Service that kube-proxy has not programmed yet leaves by the default route.
+func (c *Cluster) routeClusterCIDRsLocally() error {
+	bridge := c.Config.Bridge
+	var cmds [][]string
+	if _, err := net.InterfaceByName(bridge); err != nil {
+		cmds = append(cmds, []string{"link", "add", bridge, "type", "bridge"})
+	}
+	cmds = append(cmds, []string{"link", "set", bridge, "up"})
+	for _, cidr := range c.Config.LocalCIDRs {
+		cmds = append(cmds, []string{"route", "replace", cidr, "dev", bridge})
+	}
+	for _, args := range cmds {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 		}
 	}
 	return nil

@@ -24,6 +24,10 @@ type Config struct {
 	EtcdPort     int
 	EtcdPeerPort int
 	Bridge       string
+	// LocalCIDRs are routed to the pod bridge, so traffic to a cluster address that nothing
+	// answers (a Service kube-proxy has not programmed yet, a pod that is gone) is dropped on
+	// this machine instead of following the default route out of it.
+	LocalCIDRs   []string
 	SandboxImage string
 }
 
@@ -39,6 +43,7 @@ func DefaultConfig(nodeIP net.IP) Config {
 		EtcdPort:     12379,
 		EtcdPeerPort: 12380,
 		Bridge:       "mlbr0",
+		LocalCIDRs:   []string{"10.96.0.0/16", "10.244.0.0/16"},
 		SandboxImage: "meshlift.local/pause:1",
 	}
 }

@@ -178,8 +178,10 @@ func get(t *testing.T, url string) []byte {
 	return body
 }
 
+// tryGet makes one request on a new connection, so a poll never reuses a connection made
+// before the Service was programmed.
 func tryGet(url string) ([]byte, error) {
-	client := &http.Client{Timeout: 3 * time.Second}
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Get(url)
 	if err != nil {
 		return nil, err
