@@ -177,9 +177,9 @@ deploy: manifests load-images $(KUSTOMIZE) ## Install the operator (config/defau
 
 .PHONY: docker-build
 docker-build: ## Build the images with Docker (for machines that have a Docker engine).
-	docker build --build-arg CMD=. -t meshlift/meshlift-operator:$(IMAGE_TAG) .
-	docker build --build-arg CMD=./cmd/meshlift-idle -t meshlift/meshlift-idle:$(IMAGE_TAG) .
-	docker build --build-arg CMD=./cmd/meshlift-demo -t meshlift/meshlift-demo:$(IMAGE_TAG) .
+	docker build --build-arg CMD=. --build-arg VERSION=$(VERSION) -t meshlift/meshlift-operator:$(IMAGE_TAG) .
+	docker build --build-arg CMD=./cmd/meshlift-idle --build-arg VERSION=$(VERSION) -t meshlift/meshlift-idle:$(IMAGE_TAG) .
+	docker build --build-arg CMD=./cmd/meshlift-demo --build-arg VERSION=$(VERSION) -t meshlift/meshlift-demo:$(IMAGE_TAG) .
 
 ##@ Tools (built into bin/ from Go modules, cached)
 

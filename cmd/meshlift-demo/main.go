@@ -1,0 +1,74 @@
+// Command meshlift-demo is the application Meshlift's end-to-end tests and docs put into the
+// mesh. It owns two things: "serve", an HTTP/1.1 and h2c echo server that shuts down
+// gracefully, and "load", a bounded load generator that sends traffic to exactly one target and
+// reports every failed request by kind, so that a hot upgrade can be shown to drop nothing.
+//
+//	meshlift-demo serve [--listen :8080] [--name NAME] [--version VERSION]
+//	meshlift-demo load --target http://HOST:PORT/PATH [--rps 50] [--duration 10s] ...
+//
+// Without a subcommand (or when the first argument is a flag) it serves, so the image works
+// with or without "serve" as its command.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/meshlift/meshlift/internal/buildinfo"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches to a subcommand and returns the process's exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	command := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		command, args = args[0], args[1:]
+	}
+	switch command {
+	case "serve":
+		return runServe(ctx, args, stderr)
+	case "load":
+		return runLoad(ctx, args, stdout, stderr)
+	case "version":
+		_, _ = fmt.Fprintln(stdout, buildinfo.Version)
+		return exitOK
+	case "help":
+		usage(stdout)
+		return exitOK
+	default:
+		_, _ = fmt.Fprintf(stderr, "meshlift-demo: unknown command %q\n\n", command)
+		usage(stderr)
+		return exitUsage
+	}
+}
+
+func usage(w io.Writer) {
+	_, _ = fmt.Fprint(w, `Usage: meshlift-demo <command> [flags]
+
+Commands:
+  serve     HTTP/1.1 and h2c echo server (the default)
+  load      bounded load generator against one target
+  version   print the version
+  help      print this help
+
+Run "meshlift-demo <command> -h" for the flags of a command.
+`)
+}
