@@ -4,6 +4,9 @@
 package sidecar
 
 import (
+	"fmt"
+	"strconv"
+
 	corev1 "k8s.io/api/core/v1"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
@@ -34,12 +37,7 @@ func OptedOut(pod *corev1.Pod) bool {
 // ActiveContainerName returns the name of the container that owns the listeners: the slot named
 // by the active-slot annotation, or the single proxy container.
 func ActiveContainerName(pod *corev1.Pod) string {
-	switch slot := pod.Annotations[meshv1alpha1.AnnotationActiveSlot]; slot {
-	case "1", "2":
-		return SlotContainerPrefix + slot
-	default:
-		return ContainerName
-	}
+	return SlotContainerName(ActiveSlot(pod))
 }
 
 // ProxyReady reports whether the active proxy container is ready. Native sidecars report their
@@ -54,4 +52,83 @@ func ProxyReady(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// ActiveSlot returns the slot (1 or 2) that owns the listeners, or 0 for a single-proxy pod.
+func ActiveSlot(pod *corev1.Pod) int {
+	switch pod.Annotations[meshv1alpha1.AnnotationActiveSlot] {
+	case "1":
+		return 1
+	case "2":
+		return 2
+	default:
+		return 0
+	}
+}
+
+// IdleSlot returns the slot that does not own the listeners, or 0 for a single-proxy pod.
+func IdleSlot(pod *corev1.Pod) int {
+	switch ActiveSlot(pod) {
+	case 1:
+		return 2
+	case 2:
+		return 1
+	default:
+		return 0
+	}
+}
+
+// HotUpgradeCapable reports whether the pod has both slot containers, so its proxy can be
+// upgraded without a restart.
+func HotUpgradeCapable(pod *corev1.Pod) bool {
+	return ActiveSlot(pod) != 0 && Container(pod, 1) != nil && Container(pod, 2) != nil
+}
+
+// Container returns the proxy container of a slot (0: the single proxy), among the regular or,
+// for native sidecars, the init containers; nil if the pod has none.
+func Container(pod *corev1.Pod, slot int) *corev1.Container {
+	name := SlotContainerName(slot)
+	for _, containers := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+		for i := range containers {
+			if containers[i].Name == name {
+				return &containers[i]
+			}
+		}
+	}
+	return nil
+}
+
+// SlotImage returns the image a slot runs, "" if the pod has no such slot.
+func SlotImage(pod *corev1.Pod, slot int) string {
+	if c := Container(pod, slot); c != nil {
+		return c.Image
+	}
+	return ""
+}
+
+// WithSlotRunning returns a copy of pod in which slot runs version and owns the listeners: the
+// slot's image is the version's image, and the active-slot and version annotations name them.
+// This is the one change the rollout controller applies (as a single patch) to start a hot
+// upgrade, and its result is what the webhook would have injected for that version in that slot.
+func WithSlotRunning(pod *corev1.Pod, slot int, version *meshv1alpha1.SidecarVersion) (*corev1.Pod, error) {
+	out := pod.DeepCopy()
+	c := Container(out, slot)
+	if c == nil || slot == 0 {
+		return nil, fmt.Errorf("pod %s/%s has no hot-upgrade slot %d", pod.Namespace, pod.Name, slot)
+	}
+	c.Image = version.Spec.Image
+	out.Annotations[meshv1alpha1.AnnotationActiveSlot] = strconv.Itoa(slot)
+	out.Annotations[meshv1alpha1.AnnotationVersion] = version.Name
+	return out, nil
+}
+
+// WithSlotIdle returns a copy of pod in which slot runs the idle image.
+func WithSlotIdle(pod *corev1.Pod, slot int, idleImage string) (*corev1.Pod, error) {
+	out := pod.DeepCopy()
+	c := Container(out, slot)
+	if c == nil || slot == 0 {
+		return nil, fmt.Errorf("pod %s/%s has no hot-upgrade slot %d", pod.Namespace, pod.Name, slot)
+	}
+	c.Image = idleImage
+	return out, nil
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/repo"
@@ -31,8 +32,19 @@ type Env struct {
 	env    *envtest.Environment
 }
 
+// Option changes how the API server is started.
+type Option func(*envtest.Environment, string)
+
+// WithWebhooks installs the webhook configurations of config/webhook/manifests.yaml, pointed at
+// a local webhook server that serves with Env.WebhookServerOptions().
+func WithWebhooks() Option {
+	return func(env *envtest.Environment, root string) {
+		env.WebhookInstallOptions = envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}}
+	}
+}
+
 // Start starts the API server. Call Stop when done (typically from TestMain).
-func Start() (*Env, error) {
+func Start(opts ...Option) (*Env, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return nil, err
@@ -57,6 +69,9 @@ func Start() (*Env, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}
+	for _, opt := range opts {
+		opt(env, root)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("failed to start envtest (kube-apiserver and etcd from %s): %w", assets, err)
@@ -69,6 +84,13 @@ func Start() (*Env, error) {
 	return &Env{Config: cfg, Client: c, Scheme: scheme, env: env}, nil
 }
 
+// WebhookServerOptions are the host, port and certificates the installed webhook configurations
+// expect the webhook server to serve with.
+func (e *Env) WebhookServerOptions() webhook.Options {
+	o := e.env.WebhookInstallOptions
+	return webhook.Options{Host: o.LocalServingHost, Port: o.LocalServingPort, CertDir: o.LocalServingCertDir}
+}
+
 // Stop stops the API server and etcd.
 func (e *Env) Stop() error {
 	return e.env.Stop()
@@ -78,7 +100,12 @@ func (e *Env) Stop() error {
 // setup function runs after the API server started (e.g. to start a manager); the function it
 // returns runs after the tests.
 func Main(m *testing.M, env **Env, setups ...func(*Env) (stop func(), err error)) {
-	e, err := Start()
+	MainWith(m, env, nil, setups...)
+}
+
+// MainWith is Main with options for the API server.
+func MainWith(m *testing.M, env **Env, opts []Option, setups ...func(*Env) (stop func(), err error)) {
+	e, err := Start(opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

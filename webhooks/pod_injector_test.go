@@ -1,0 +1,238 @@
+package webhooks_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/sidecar"
+	"github.com/meshlift/meshlift/internal/testutil/gen"
+	"github.com/meshlift/meshlift/internal/testutil/testenv"
+)
+
+const timeout = 20 * time.Second
+
+// meshed creates a namespace with a SidecarVersion and a MeshService "web" pinned to it, and
+// waits until the webhook's cache sees them.
+func meshed(t *testing.T, prefix string, nsLabels map[string]string) (string, *meshv1alpha1.SidecarVersion) {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-", Labels: nsLabels}}
+	if err := env.Client.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	version := gen.SidecarVersion(ns.Name+"-proxy", "1.0.0")
+	if err := env.Client.Create(ctx, version); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), version) })
+	ms := gen.MeshService("web", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns.Name)))
+	if err := env.Client.Create(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		err1 := mgrCache.Get(ctx, client.ObjectKeyFromObject(ms), &meshv1alpha1.MeshService{})
+		err2 := mgrCache.Get(ctx, client.ObjectKeyFromObject(version), &meshv1alpha1.SidecarVersion{})
+		return err1 == nil && err2 == nil, fmt.Sprintf("cache: %v, %v", err1, err2)
+	})
+	warned.take()
+	return ns.Name, version
+}
+
+func webPod(ns string) *corev1.Pod {
+	return gen.Pod("", gen.PodMeta(gen.SetNamespace(ns), gen.SetLabels("app", "web"), func(m *metav1.ObjectMeta) { m.GenerateName = "web-" }))
+}
+
+func TestPodsOfAMeshServiceAreInjected(t *testing.T) {
+	ns, version := meshed(t, "inject", nil)
+	pod := webPod(ns)
+	if err := env.Client.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	// The created pod is what the API server stored after our webhook ran.
+	if sidecar.Version(pod) != version.Name || sidecar.ActiveSlot(pod) != 1 || pod.Annotations[meshv1alpha1.AnnotationInjectionHash] == "" {
+		t.Fatalf("pod annotations = %v, want the injection annotations", pod.Annotations)
+	}
+	if sidecar.SlotImage(pod, 1) != version.Spec.Image || sidecar.SlotImage(pod, 2) != version.Spec.IdleImage {
+		t.Errorf("slot images = %q, %q; want %q, %q", sidecar.SlotImage(pod, 1), sidecar.SlotImage(pod, 2), version.Spec.Image, version.Spec.IdleImage)
+	}
+	if !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == sidecar.TokenVolume }) {
+		t.Error("no projected token volume")
+	}
+
+	// The same pod through the pure function gives the same containers (after API defaulting of
+	// the input, which the webhook saw too).
+	want := sidecar.Inject(webPod(ns), gen.MeshService("web", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns))),
+		version, sidecar.DefaultOptions()).Pod
+	for i, c := range want.Spec.InitContainers {
+		got := pod.Spec.InitContainers[i]
+		if got.Name != c.Name || got.Image != c.Image || !slices.Equal(got.Args, c.Args) {
+			t.Errorf("init container %d = %s %s %v, want %s %s %v", i, got.Name, got.Image, got.Args, c.Name, c.Image, c.Args)
+		}
+	}
+}
+
+func TestPodsThatNoMeshServiceSelectsAreLeftAlone(t *testing.T) {
+	ns, _ := meshed(t, "other", nil)
+	pod := gen.Pod("", gen.PodMeta(gen.SetNamespace(ns), gen.SetLabels("app", "not-web"), func(m *metav1.ObjectMeta) { m.GenerateName = "x-" }))
+	if err := env.Client.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if sidecar.IsInjected(pod) || len(pod.Spec.InitContainers) != 0 {
+		t.Errorf("an unselected pod was injected: %v", pod.Annotations)
+	}
+}
+
+func TestExcludedNamespacesAreNeverInjected(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name   string
+		ns     string
+		labels map[string]string
+	}{
+		{name: "kube-system", ns: "kube-system"},
+		{name: "the operator's namespace", ns: operatorNamespace, labels: map[string]string{"meshlift.io/control-plane": "true"}},
+		{name: "any namespace labelled as the control plane", labels: map[string]string{"meshlift.io/control-plane": "true"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := tt.ns
+			if ns == "" {
+				n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "cp-", Labels: tt.labels}}
+				if err := env.Client.Create(ctx, n); err != nil {
+					t.Fatal(err)
+				}
+				ns = n.Name
+			} else if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: tt.labels}}); err != nil && !strings.Contains(err.Error(), "already exists") {
+				t.Fatal(err)
+			}
+			version := gen.SidecarVersion("excl-"+ns, "1.0.0")
+			_ = env.Client.Create(ctx, version)
+			t.Cleanup(func() { _ = env.Client.Delete(context.Background(), version) })
+			ms := gen.MeshService("web", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+			if err := env.Client.Create(ctx, ms); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = env.Client.Delete(context.Background(), ms) })
+			testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+				err := mgrCache.Get(ctx, client.ObjectKeyFromObject(ms), &meshv1alpha1.MeshService{})
+				return err == nil, fmt.Sprint(err)
+			})
+			pod := webPod(ns)
+			if err := env.Client.Create(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+			if sidecar.IsInjected(pod) {
+				t.Errorf("a pod in %s was injected", ns)
+			}
+		})
+	}
+}
+
+func TestPodsAreAdmittedWithAWarningWhenNoVersionResolves(t *testing.T) {
+	ctx := context.Background()
+	ns, _ := meshed(t, "unresolved", nil)
+	ms := &meshv1alpha1.MeshService{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, ms); err != nil {
+		t.Fatal(err)
+	}
+	ms.Spec.Sidecar.Version = "does-not-exist"
+	if err := env.Client.Update(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		cached := &meshv1alpha1.MeshService{}
+		_ = mgrCache.Get(ctx, client.ObjectKeyFromObject(ms), cached)
+		return cached.Spec.Sidecar.Version == "does-not-exist", "cache not updated"
+	})
+	warned.take()
+
+	// A dry run is answered the same way and records nothing.
+	dryRun := webPod(ns)
+	if err := warnClient.Create(ctx, dryRun, client.DryRunAll); err != nil {
+		t.Fatal(err)
+	}
+	pod := webPod(ns)
+	if err := warnClient.Create(ctx, pod); err != nil {
+		t.Fatalf("the pod was not admitted: %v", err)
+	}
+	if sidecar.IsInjected(pod) || sidecar.IsInjected(dryRun) {
+		t.Fatal("a pod was injected without a resolvable version")
+	}
+	warnings := warned.take()
+	if len(warnings) != 2 || !strings.Contains(warnings[1], "admitted without a sidecar") || !strings.Contains(warnings[1], "does-not-exist") {
+		t.Errorf("warnings = %q, want one per request saying the pod has no sidecar and why", warnings)
+	}
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		events := &eventsv1.EventList{}
+		if err := env.Client.List(ctx, events, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		var skipped int
+		for _, e := range events.Items {
+			if e.Reason == "InjectionSkipped" && e.Regarding.Name == "web" {
+				skipped++
+			}
+		}
+		return skipped == 1, fmt.Sprintf("%d InjectionSkipped events, want 1 (none for the dry run)", skipped)
+	})
+}
+
+func TestOptedOutPodsAreLeftAlone(t *testing.T) {
+	ns, _ := meshed(t, "optout", nil)
+	pod := webPod(ns)
+	pod.Annotations = map[string]string{meshv1alpha1.AnnotationInject: "false"}
+	if err := warnClient.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if sidecar.IsInjected(pod) {
+		t.Error("an opted-out pod was injected")
+	}
+	if w := warned.take(); len(w) != 0 {
+		t.Errorf("opting out produced warnings %q", w)
+	}
+}
+
+// With failurePolicy Ignore, pods are created while the injector cannot be reached, without a
+// sidecar: docs/injection.md explains the choice.
+func TestPodsAreCreatedWhileTheInjectorIsDown(t *testing.T) {
+	ctx := context.Background()
+	ns, _ := meshed(t, "down", nil)
+	config := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "mutating-webhook-configuration"}, config); err != nil {
+		t.Fatal(err)
+	}
+	if got := *config.Webhooks[0].FailurePolicy; got != admissionregistrationv1.Ignore {
+		t.Fatalf("failurePolicy = %s, want Ignore", got)
+	}
+	original := config.Webhooks[0].ClientConfig.URL
+	unreachable := "https://127.0.0.1:1/inject-v1-pod" // nothing listens on port 1
+	config.Webhooks[0].ClientConfig.URL = &unreachable
+	if err := env.Client.Update(ctx, config); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		restored := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		_ = env.Client.Get(context.Background(), client.ObjectKeyFromObject(config), restored)
+		restored.Webhooks[0].ClientConfig.URL = original
+		_ = env.Client.Update(context.Background(), restored)
+	})
+	// The API server picks the configuration change up within a moment; from then on pods are
+	// created uninjected rather than refused.
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		pod := webPod(ns)
+		if err := env.Client.Create(ctx, pod); err != nil {
+			return false, fmt.Sprintf("pod creation failed while the injector is down: %v", err)
+		}
+		return !sidecar.IsInjected(pod), "the old configuration still injected"
+	})
+}

@@ -1,0 +1,38 @@
+package webhooks
+
+import (
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/sidecar"
+)
+
+// Options configure the webhooks.
+type Options struct {
+	// Injection settings of the pod injector.
+	Injection sidecar.Options
+	// ExcludedNamespaces are never injected (kube-system, kube-node-lease, the operator's own).
+	ExcludedNamespaces []string
+	// Recorder records the injector's events.
+	Recorder events.EventRecorder
+}
+
+// Setup registers every webhook with the manager's webhook server. main.go and the envtest
+// suites both call it.
+func Setup(mgr ctrl.Manager, opts Options) {
+	server := mgr.GetWebhookServer()
+	reader := mgr.GetClient()
+	server.Register(PodInjectorPath, &webhook.Admission{Handler: &PodInjector{
+		Reader:             reader,
+		Recorder:           opts.Recorder,
+		Options:            opts.Injection,
+		ExcludedNamespaces: opts.ExcludedNamespaces,
+	}})
+	scheme := mgr.GetScheme()
+	server.Register(UpgradePlanValidatorPath, admission.WithValidator[*meshv1alpha1.UpgradePlan](scheme, &UpgradePlanValidator{Reader: reader}))
+	server.Register(MeshServiceValidatorPath, admission.WithValidator[*meshv1alpha1.MeshService](scheme, &MeshServiceValidator{Reader: reader}))
+	server.Register(SidecarVersionValidatorPath, admission.WithValidator[*meshv1alpha1.SidecarVersion](scheme, &SidecarVersionValidator{Reader: reader}))
+}
