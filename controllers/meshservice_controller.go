@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -55,7 +56,7 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err != nil {
 		// CEL rejects most bad selectors; this catches what it cannot express. Retrying does not
 		// help until the spec changes, which triggers a new reconcile.
-		return ctrl.Result{}, r.reportInvalidSelector(ctx, ms, err)
+		return r.reportInvalidSelector(ctx, ms, err)
 	}
 	pods := &corev1.PodList{}
 	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabelsSelector{Selector: selector}); err != nil {
@@ -83,7 +84,7 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, nil
 	}
 	r.recordVersionChange(ms, next, resolution, resolveErr)
-	return ctrl.Result{}, r.writeStatus(ctx, ms, next)
+	return r.writeStatus(ctx, ms, next)
 }
 
 // recordVersionChange emits an event when the version new pods get changes or stops resolving.
@@ -102,7 +103,7 @@ func (r *MeshServiceReconciler) recordVersionChange(ms *meshv1alpha1.MeshService
 	}
 }
 
-func (r *MeshServiceReconciler) reportInvalidSelector(ctx context.Context, ms *meshv1alpha1.MeshService, selectorErr error) error {
+func (r *MeshServiceReconciler) reportInvalidSelector(ctx context.Context, ms *meshv1alpha1.MeshService, selectorErr error) (ctrl.Result, error) {
 	next := *ms.Status.DeepCopy()
 	next.ObservedGeneration = ms.Generation
 	msg := fmt.Sprintf("spec.selector is invalid: %v", selectorErr)
@@ -111,26 +112,34 @@ func (r *MeshServiceReconciler) reportInvalidSelector(ctx context.Context, ms *m
 	if changed {
 		r.Recorder.Eventf(ms, nil, corev1.EventTypeWarning, EventReasonInvalidSelector, "SelectPods", "%s", msg)
 	}
-	if err := r.writeStatus(ctx, ms, next); err != nil {
-		return err
+	if result, err := r.writeStatus(ctx, ms, next); err != nil || result.RequeueAfter > 0 {
+		return result, err
 	}
-	return reconcile.TerminalError(selectorErr)
+	return ctrl.Result{}, reconcile.TerminalError(selectorErr)
 }
+
+// conflictRequeue is how soon a status write that lost a conflict is retried. The object changed
+// since the cache was read (often by our own previous write, which the generation predicate does
+// not pass on), so nothing else would bring it back.
+const conflictRequeue = 200 * time.Millisecond
 
 // writeStatus replaces the whole status, so fields that are zero in both the old and the new
 // status are still sent (a merge patch would omit them, and the API server requires them).
-func (r *MeshServiceReconciler) writeStatus(ctx context.Context, ms *meshv1alpha1.MeshService, next meshv1alpha1.MeshServiceStatus) error {
+func (r *MeshServiceReconciler) writeStatus(ctx context.Context, ms *meshv1alpha1.MeshService, next meshv1alpha1.MeshServiceStatus) (ctrl.Result, error) {
 	ms.Status = next
 	if err := r.Status().Update(ctx, ms); err != nil {
-		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			// Deleted, or changed since the cache was read: its next event reconciles it again.
-			return nil
+		switch {
+		case apierrors.IsNotFound(err):
+			return ctrl.Result{}, nil
+		case apierrors.IsConflict(err):
+			ctrl.LoggerFrom(ctx).V(1).Info("Status write conflicted; retrying with a fresh read")
+			return ctrl.Result{RequeueAfter: conflictRequeue}, nil
 		}
-		return fmt.Errorf("failed to update status of MeshService %s: %w", client.ObjectKeyFromObject(ms), err)
+		return ctrl.Result{}, fmt.Errorf("failed to update status of MeshService %s: %w", client.ObjectKeyFromObject(ms), err)
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("Updated MeshService status", "currentVersion", next.CurrentVersion,
 		"matched", next.Pods.Matched, "injected", next.Pods.Injected, "ready", next.Pods.Ready)
-	return nil
+	return ctrl.Result{}, nil
 }
 
 func describeSource(res versions.Resolution) string {

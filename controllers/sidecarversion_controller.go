@@ -59,9 +59,12 @@ func (r *SidecarVersionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	// The whole status is written (not a merge patch) so unchanged zero counts are sent too.
 	sv.Status = next
 	if err := r.Status().Update(ctx, sv); err != nil {
-		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			// Deleted, or changed since the cache was read: its next event reconciles it again.
+		switch {
+		case apierrors.IsNotFound(err):
 			return ctrl.Result{}, nil
+		case apierrors.IsConflict(err):
+			ctrl.LoggerFrom(ctx).V(1).Info("Status write conflicted; retrying with a fresh read")
+			return ctrl.Result{RequeueAfter: conflictRequeue}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("failed to update status of SidecarVersion %s: %w", sv.Name, err)
 	}

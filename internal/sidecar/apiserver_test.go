@@ -1,0 +1,37 @@
+package sidecar_test
+
+import (
+	"context"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshlift/meshlift/internal/testutil/testenv"
+)
+
+// TestInjectedPodsPassTheAPIServersValidation creates every injected pod of the corpus in a real
+// kube-apiserver (envtest): whatever the injector returns must be a pod Kubernetes accepts.
+func TestInjectedPodsPassTheAPIServersValidation(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range corpus() {
+		t.Run(c.name, func(t *testing.T) {
+			_, res, _ := injectCase(t, c)
+			pod := res.Pod.DeepCopy()
+			if pod.Name != "" {
+				pod.GenerateName, pod.Name = pod.Name+"-", ""
+			}
+			if err := env.Client.Create(ctx, pod); err != nil {
+				t.Fatalf("the API server rejected the injected pod: %v", err)
+			}
+		})
+	}
+}
