@@ -19,9 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
-	"github.com/meshlift/meshlift/webhooks"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
+	"github.com/meshlift/meshlift/webhooks"
 )
 
 // FuzzPodInjector sends arbitrary bodies to the injector's HTTP endpoint, the way the API server
