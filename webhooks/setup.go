@@ -1,8 +1,12 @@
 package webhooks
 
 import (
+	"context"
+	"fmt"
+
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -21,8 +25,14 @@ type Options struct {
 }
 
 // Setup registers every webhook with the manager's webhook server. main.go and the envtest
-// suites both call it.
-func Setup(mgr ctrl.Manager, opts Options) {
+// suites both call it. It also registers the informers the webhooks read, so they start and sync
+// with the manager instead of on the first admission request (which would then wait for them).
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	for _, obj := range []client.Object{&meshv1alpha1.MeshService{}, &meshv1alpha1.UpgradePlan{}, &meshv1alpha1.SidecarVersion{}} {
+		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("failed to register the informer of %T for the webhooks: %w", obj, err)
+		}
+	}
 	server := mgr.GetWebhookServer()
 	reader := mgr.GetClient()
 	server.Register(PodInjectorPath, &webhook.Admission{Handler: &PodInjector{
@@ -35,4 +45,5 @@ func Setup(mgr ctrl.Manager, opts Options) {
 	server.Register(UpgradePlanValidatorPath, admission.WithValidator[*meshv1alpha1.UpgradePlan](scheme, &UpgradePlanValidator{Reader: reader}))
 	server.Register(MeshServiceValidatorPath, admission.WithValidator[*meshv1alpha1.MeshService](scheme, &MeshServiceValidator{Reader: reader}))
 	server.Register(SidecarVersionValidatorPath, admission.WithValidator[*meshv1alpha1.SidecarVersion](scheme, &SidecarVersionValidator{Reader: reader}))
+	return nil
 }

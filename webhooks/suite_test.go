@@ -45,11 +45,13 @@ func startManager(e *testenv.Env) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to create manager: %w", err)
 	}
-	webhooks.Setup(mgr, webhooks.Options{
+	if err := webhooks.Setup(context.Background(), mgr, webhooks.Options{
 		Injection:          sidecar.DefaultOptions(),
 		ExcludedNamespaces: []string{"kube-system", "kube-node-lease", operatorNamespace},
 		Recorder:           mgr.GetEventRecorder("meshlift-injector"),
-	})
+	}); err != nil {
+		return nil, err
+	}
 	mgrCache = mgr.GetClient()
 
 	cfg := rest.CopyConfig(e.Config)
