@@ -10,6 +10,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
@@ -42,8 +43,21 @@ func createPod(t *testing.T, pod *corev1.Pod, status func(*corev1.Pod) gen.PodSt
 	if status == nil {
 		return
 	}
-	status(pod)(&pod.Status)
-	if err := env.Client.Status().Update(context.Background(), pod); err != nil {
+	setPodStatus(t, pod, status)
+}
+
+// setPodStatus applies a status option with a fresh read, retrying when a controller wrote the
+// pod's status in between.
+func setPodStatus(t *testing.T, pod *corev1.Pod, status func(*corev1.Pod) gen.PodStatusOption) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(pod), pod); err != nil {
+			return err
+		}
+		status(pod)(&pod.Status)
+		return env.Client.Status().Update(context.Background(), pod)
+	})
+	if err != nil {
 		t.Fatalf("failed to set status of pod %s: %v", pod.Name, err)
 	}
 }
@@ -185,10 +199,7 @@ func TestMeshServiceCountsThePodsItSelects(t *testing.T) {
 	})
 
 	// c becomes ready; a leaves the selector (its old labels still map it to this MeshService).
-	gen.Ready(c)(&c.Status)
-	if err := env.Client.Status().Update(context.Background(), c); err != nil {
-		t.Fatal(err)
-	}
+	setPodStatus(t, c, gen.Ready)
 	update(t, a, func(p *corev1.Pod) { p.Labels["app"] = "moved" })
 	waitForMeshService(t, ms, hasPods(2, 2, 2, meshv1alpha1.VersionCount{Version: "counts-v2", Pods: 2}))
 	waitForMeshService(t, ms, hasCondition(meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonAllPodsReady))

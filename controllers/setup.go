@@ -29,5 +29,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the MeshService controller: %w", err)
 	}
+	if err := (&ProxyReadinessReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the proxy readiness controller: %w", err)
+	}
 	return nil
 }

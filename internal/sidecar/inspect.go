@@ -132,3 +132,24 @@ func WithSlotIdle(pod *corev1.Pod, slot int, idleImage string) (*corev1.Pod, err
 	c.Image = idleImage
 	return out, nil
 }
+
+// HasProxyReadinessGate reports whether the pod carries the meshlift.io/proxy-ready gate.
+func HasProxyReadinessGate(pod *corev1.Pod) bool {
+	for _, gate := range pod.Spec.ReadinessGates {
+		if gate.ConditionType == meshv1alpha1.ReadinessGateProxyReady {
+			return true
+		}
+	}
+	return false
+}
+
+// ProxyReadyCondition is the meshlift.io/proxy-ready condition the pod should have: True once
+// the active proxy container is ready.
+func ProxyReadyCondition(pod *corev1.Pod) corev1.PodCondition {
+	if ProxyReady(pod) {
+		return corev1.PodCondition{Type: meshv1alpha1.ReadinessGateProxyReady, Status: corev1.ConditionTrue,
+			Reason: "ProxyReady", Message: "the active proxy container " + ActiveContainerName(pod) + " is ready"}
+	}
+	return corev1.PodCondition{Type: meshv1alpha1.ReadinessGateProxyReady, Status: corev1.ConditionFalse,
+		Reason: "ProxyNotReady", Message: "the active proxy container " + ActiveContainerName(pod) + " is not ready"}
+}
