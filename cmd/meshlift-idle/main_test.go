@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -57,7 +60,7 @@ func TestIdleExitsZeroOnTermination(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			idle := exec.Command(binary, tt.args...)
-			idle.Env = []string{"MESHLIFT_SLOT=2", "MESHLIFT_LOG_LEVEL=bogus", "POD_NAME=web-0"}
+			idle.Env = []string{"MESHLIFT_SLOT=2", "MESHLIFT_ADMIN_PORT=0", "MESHLIFT_LOG_LEVEL=bogus", "POD_NAME=web-0"}
 			startWithSIGINTIgnored(t, idle)
 			done := make(chan error, 1)
 			go func() { done <- idle.Wait() }()
@@ -143,4 +146,49 @@ func signalCaught(pid int, sig syscall.Signal) (bool, error) {
 		return false, fmt.Errorf("failed to read the status of process %d: %w", pid, err)
 	}
 	return false, errors.New("no SigCgt line in /proc/PID/status")
+}
+
+func TestIdleAnswersTheSlotsReadinessProbe(t *testing.T) {
+	binary := buildIdle(t)
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := listener.Addr().(*net.TCPAddr).Port
+	_ = listener.Close()
+
+	idle := exec.Command(binary, "--inbound-port=15006", "--meshservice=web")
+	idle.Env = []string{"MESHLIFT_SLOT=2", "MESHLIFT_ADMIN_PORT=" + strconv.Itoa(port)}
+	if err := idle.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = idle.Process.Kill(); _ = idle.Wait() })
+
+	client := &http.Client{Timeout: 2 * time.Second}
+	var body []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/ready")
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("/ready answered %s", resp.Status)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle never answered on port %d: %v", port, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if string(body) != "idle\n" {
+		t.Errorf("/ready body = %q, want \"idle\\n\"", body)
+	}
+	if err := idle.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Errorf("idle exited with %v after SIGTERM, want 0", err)
+	}
 }
