@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -93,4 +94,19 @@ func (w *warnings) take() []string {
 	list := w.list
 	w.list = nil
 	return list
+}
+
+type clientObject = client.Object
+
+// waitForWarning repeats an action until the API server passes back a warning containing want.
+func waitForWarning(t *testing.T, action func() error, want string) {
+	t.Helper()
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		warned.take()
+		if err := action(); err != nil {
+			return false, err.Error()
+		}
+		got := strings.Join(warned.take(), "\n")
+		return strings.Contains(got, want), "warnings: " + got
+	})
 }
