@@ -123,7 +123,8 @@ uninstall: $(KUBECTL) ## Remove the CRDs (and every Meshlift object) from the cu
 .PHONY: run
 run: install ## Run the operator on this machine against the current kubeconfig.
 	$(call say,Running the operator against $$($(KUBECTL) config current-context))
-	go run -ldflags '$(LDFLAGS)' . --log-format=console --metrics-bind-address=0 --health-probe-bind-address=:8081
+	@# Webhooks need the in-cluster Service and certificates; a local run serves the controllers only.
+	go run -ldflags '$(LDFLAGS)' . --log-format=console --metrics-bind-address=0 --health-probe-bind-address=:8081 --enable-webhooks=false
 
 ##@ Local cluster and demo (run as root)
 

@@ -1,9 +1,10 @@
-// Command meshlift is the Meshlift operator: one manager running the controllers (and, in later
-// releases, the webhooks and the SDS server).
+// Command meshlift is the Meshlift operator: one manager running the controllers and the
+// admission webhooks (and, in later releases, the SDS server).
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -24,11 +27,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/controllers"
 	"github.com/meshlift/meshlift/internal/buildinfo"
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/sidecar"
+	"github.com/meshlift/meshlift/internal/webhookcert"
+	"github.com/meshlift/meshlift/webhooks"
 )
 
 // The metrics endpoint authenticates and authorizes its callers.
@@ -36,6 +43,11 @@ import (
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 type options struct {
+	namespace      string
+	webhooks       bool
+	webhookPort    int
+	certs          webhookcert.Options
+	injection      sidecar.Options
 	metricsAddr    string
 	metricsSecure  bool
 	probeAddr      string
@@ -48,7 +60,20 @@ type options struct {
 }
 
 func main() {
-	var opts options
+	opts := options{injection: sidecar.DefaultOptions(), certs: webhookcert.Options{Mode: webhookcert.SelfManaged}}
+	flag.StringVar(&opts.namespace, "namespace", envOr("POD_NAMESPACE", "meshlift-system"), "The operator's namespace (default: $POD_NAMESPACE).")
+	flag.BoolVar(&opts.webhooks, "enable-webhooks", true, "Serve the admission webhooks (the pod injector and the validators).")
+	flag.IntVar(&opts.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
+	flag.Var(&opts.certs.Mode, "webhook-cert-mode", "Who issues the webhook serving certificate: self-managed (the operator, default) or cert-manager.")
+	flag.StringVar(&opts.certs.CertDir, "webhook-cert-dir", "/etc/meshlift/webhook-certs", "Directory of tls.crt and tls.key in cert-manager mode.")
+	flag.StringVar(&opts.certs.ServiceName, "webhook-service-name", "meshlift-webhook-service", "Service the API server calls the webhooks through.")
+	flag.StringVar(&opts.certs.SecretName, "webhook-secret-name", "meshlift-webhook-certs", "Secret of the self-managed webhook CA and serving certificate.")
+	flag.StringVar(&opts.certs.MutatingWebhookConfiguration, "mutating-webhook-configuration", "meshlift-mutating-webhook-configuration", "MutatingWebhookConfiguration that gets the CA bundle.")
+	flag.StringVar(&opts.certs.ValidatingWebhookConfiguration, "validating-webhook-configuration", "meshlift-validating-webhook-configuration", "ValidatingWebhookConfiguration that gets the CA bundle.")
+	flag.StringVar(&opts.injection.ControlPlaneAddress, "control-plane-address", opts.injection.ControlPlaneAddress, "Address (host:port) proxies reach the control plane (SDS/EDS) on.")
+	flag.BoolVar(&opts.injection.NativeSidecar, "native-sidecar", opts.injection.NativeSidecar, "Inject native sidecars (restartable init containers) unless a MeshService says otherwise.")
+	flag.BoolVar(&opts.injection.HoldApplicationUntilProxyStarts, "hold-application-until-proxy-starts", opts.injection.HoldApplicationUntilProxyStarts, "Start applications only once their proxy is ready (native sidecars), unless a MeshService says otherwise.")
+	flag.BoolVar(&opts.injection.FullIdleResources, "full-idle-resources", false, "Give the idle hot-upgrade slot the version's full resources (for clusters without in-place pod resize).")
 	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; \"0\" disables it.")
 	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization (TokenReview and SubjectAccessReview).")
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
@@ -59,6 +84,8 @@ func main() {
 	flag.StringVar(&opts.logFormat, "log-format", "json", "Log format: json or console.")
 	flag.BoolVar(&opts.logDevelopment, "log-development", false, "Development logging: console format, debug level, stack traces on warnings.")
 	flag.Parse()
+	opts.injection.TrustDomain = opts.trustDomain
+	opts.certs.Namespace = opts.namespace
 
 	logger, err := newLogger(opts)
 	if err != nil {
@@ -86,7 +113,19 @@ func run(ctx context.Context, opts options) error {
 	if opts.metricsSecure {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
+	var certs *webhookcert.Manager
+	webhookServer := webhook.NewServer(webhook.Options{Port: opts.webhookPort})
+	if opts.webhooks {
+		var err error
+		if certs, err = webhookcert.New(opts.certs); err != nil {
+			return err
+		}
+		// The certificate comes from memory (self-managed) or from cert-manager's files, never
+		// from controller-runtime's default directory: the root filesystem is read-only.
+		webhookServer = webhook.NewServer(webhook.Options{Port: opts.webhookPort, TLSOpts: []func(*tls.Config){certs.ConfigureTLS}})
+	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		WebhookServer:                 webhookServer,
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        opts.probeAddr,
@@ -103,6 +142,22 @@ func run(ctx context.Context, opts options) error {
 
 	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: opts.trustDomain}); err != nil {
 		return err
+	}
+
+	if opts.webhooks {
+		if err := certs.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("failed to set up webhook certificates: %w", err)
+		}
+		if err := webhooks.Setup(ctx, mgr, webhooks.Options{
+			Injection:          opts.injection,
+			ExcludedNamespaces: []string{metav1.NamespaceSystem, corev1.NamespaceNodeLease, opts.namespace},
+			Recorder:           mgr.GetEventRecorder("meshlift-injector"),
+		}); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("webhook-certificate", certs.Ready); err != nil {
+			return fmt.Errorf("failed to add readiness check: %w", err)
+		}
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -130,6 +185,13 @@ func cacheSynced(c cache.Cache) healthz.Checker {
 		}
 		return nil
 	}
+}
+
+func envOr(name, fallback string) string {
+	if value := os.Getenv(name); value != "" {
+		return value
+	}
+	return fallback
 }
 
 func newLogger(opts options) (logr.Logger, error) {

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
@@ -86,10 +87,19 @@ func podReady(pod *corev1.Pod) bool {
 	return false
 }
 
-func TestMeshServiceStatusCountsTheRealRunningPods(t *testing.T) {
+// idleOnlyVersion runs the real meshlift-idle image in both slots. meshlift-proxy does not exist
+// yet (issue 6); with this version the injected layout (native sidecars, probes, volumes, the
+// startup hold) runs on the real kubelet all the same.
+func idleOnlyVersion(name string) *meshv1alpha1.SidecarVersion {
+	return gen.SidecarVersion(name, "1.0.0", func(v *meshv1alpha1.SidecarVersion) {
+		v.Spec.Image, v.Spec.IdleImage = "meshlift/meshlift-idle:dev", "meshlift/meshlift-idle:dev"
+	})
+}
+
+func TestInjectedPodsRunOnTheNodeAndTheMeshServiceCountsThem(t *testing.T) {
 	ctx := context.Background()
 	ns := createNamespace(t, "e2e-status")
-	version := gen.SidecarVersion("e2e-status-proxy", "1.0.0")
+	version := idleOnlyVersion("e2e-status-proxy")
 	if err := k8s.Create(ctx, version); err != nil {
 		t.Fatal(err)
 	}
@@ -103,14 +113,32 @@ func TestMeshServiceStatusCountsTheRealRunningPods(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The kubelet runs three pods; the MeshService reports exactly them.
+	// The kubelet runs three injected pods; the MeshService reports exactly them.
 	waitForPodsAndStatus(t, ns, 3)
-
-	// The pods serve: call each one on its pod IP, and the Service through kube-proxy.
 	pods, err := runningPods(ctx, ns, "demo")
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, pod := range pods {
+		if sidecar.ActiveSlot(&pod) != 1 || sidecar.SlotImage(&pod, 2) != version.Spec.IdleImage {
+			t.Errorf("pod %s: active slot %d, idle slot image %q", pod.Name, sidecar.ActiveSlot(&pod), sidecar.SlotImage(&pod, 2))
+		}
+		// Both slots run (as native sidecars) and are ready; nothing restarted.
+		running := map[string]bool{}
+		for _, status := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+			if status.RestartCount != 0 {
+				t.Errorf("pod %s: container %s restarted %d times", pod.Name, status.Name, status.RestartCount)
+			}
+			running[status.Name] = status.State.Running != nil && status.Ready
+		}
+		for _, name := range []string{"meshlift-proxy-1", "meshlift-proxy-2", "demo"} {
+			if !running[name] {
+				t.Errorf("pod %s: container %s is not running and ready", pod.Name, name)
+			}
+		}
+	}
+
+	// The pods serve: call each one on its pod IP, and the Service through kube-proxy.
 	for _, pod := range pods {
 		body := get(t, "http://"+net.JoinHostPort(pod.Status.PodIP, "8080")+"/hello")
 		var echo struct{ Name, Path string }
@@ -141,7 +169,7 @@ func TestMeshServiceStatusCountsTheRealRunningPods(t *testing.T) {
 }
 
 // waitForPodsAndStatus waits until want demo pods run and the MeshService's status counts exactly
-// those pods, resolved to its pinned version and not injected (injection is not built yet).
+// those pods, all injected with its pinned version.
 func waitForPodsAndStatus(t *testing.T, ns string, want int) {
 	t.Helper()
 	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
@@ -161,7 +189,7 @@ func waitForPodsAndStatus(t *testing.T, ns string, want int) {
 			return false, err.Error()
 		}
 		p := ms.Status.Pods
-		if p.Matched != int32(want) || p.Ready != int32(want) || p.Injected != 0 ||
+		if p.Matched != int32(want) || p.Ready != int32(want) || p.Injected != int32(want) ||
 			ms.Status.CurrentVersion != "e2e-status-proxy" || ms.Status.ObservedGeneration != ms.Generation {
 			return false, fmt.Sprintf("MeshService status %+v", ms.Status)
 		}
