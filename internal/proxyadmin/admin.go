@@ -1,0 +1,139 @@
+// Package proxyadmin is meshlift-proxy's admin endpoint, one per slot (slot 1 :15000, slot 2
+// :15001; a single proxy :15000): /ready (the container's readiness probe), /healthz and /stats
+// (Prometheus text). /ready means "healthy in my role" (ARCHITECTURE.md section 6), so "the new
+// slot's container became ready" means "the takeover happened" and the pod stays Ready.
+package proxyadmin
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Role is what the process does with the listeners.
+type Role string
+
+// Roles, in the order a process goes through them.
+const (
+	// RoleStarting: no listeners yet (binding, or connecting to the handoff socket).
+	RoleStarting Role = "starting"
+	// RoleWaiting: holds the listeners from a handoff but has not sent TAKEOVER yet.
+	RoleWaiting Role = "waiting"
+	// RoleActive: accepts on the listeners.
+	RoleActive Role = "active"
+	// RoleDraining: handed the listeners over and finishes in-flight work.
+	RoleDraining Role = "draining"
+	// RoleIdle: handed off and drained; resumes accepting if the new process dies.
+	RoleIdle Role = "idle"
+)
+
+var roles = []Role{RoleStarting, RoleWaiting, RoleActive, RoleDraining, RoleIdle}
+
+// State is the admin view of one proxy process.
+type State struct {
+	mu             sync.Mutex
+	role           Role
+	hasCertificate bool
+
+	registry  *prometheus.Registry
+	roleGauge *prometheus.GaugeVec
+	ready     prometheus.Gauge
+}
+
+// NewState returns the state of a starting process with its metrics registered in a registry of
+// its own; the data path adds its metrics with Register.
+func NewState(version string, slot int) *State {
+	s := &State{role: RoleStarting, registry: prometheus.NewRegistry()}
+	s.roleGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshlift_proxy_role", Help: "1 for the role the proxy is in."}, []string{"role"})
+	s.ready = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshlift_proxy_ready", Help: "1 when /ready answers 200."})
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshlift_proxy_info", Help: "The proxy's version and slot."}, []string{"version", "slot"})
+	info.WithLabelValues(version, fmt.Sprint(slot)).Set(1)
+	s.registry.MustRegister(s.roleGauge, s.ready, info)
+	s.update()
+	return s
+}
+
+// Register adds collectors (request counters, handshake failures, ...) to /stats.
+func (s *State) Register(collectors ...prometheus.Collector) error {
+	for _, c := range collectors {
+		if err := s.registry.Register(c); err != nil {
+			return fmt.Errorf("failed to register a proxy metric: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetRole records a role change.
+func (s *State) SetRole(role Role) {
+	s.mu.Lock()
+	s.role = role
+	s.mu.Unlock()
+	s.update()
+}
+
+// SetCertificate records whether the proxy holds a workload certificate.
+func (s *State) SetCertificate(has bool) {
+	s.mu.Lock()
+	s.hasCertificate = has
+	s.mu.Unlock()
+	s.update()
+}
+
+// Ready says whether the process is healthy in its role, and why not.
+func (s *State) Ready() (bool, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.role {
+	case RoleActive:
+		if !s.hasCertificate {
+			return false, "active but without a workload certificate yet"
+		}
+		return true, "active"
+	case RoleDraining, RoleIdle:
+		// The takeover happened: this slot did its part.
+		return true, string(s.role)
+	case RoleWaiting:
+		return false, "waiting to take over the listeners"
+	default:
+		return false, "starting"
+	}
+}
+
+func (s *State) update() {
+	s.mu.Lock()
+	role := s.role
+	s.mu.Unlock()
+	for _, r := range roles {
+		value := 0.0
+		if r == role {
+			value = 1
+		}
+		s.roleGauge.WithLabelValues(string(r)).Set(value)
+	}
+	if ready, _ := s.Ready(); ready {
+		s.ready.Set(1)
+	} else {
+		s.ready.Set(0)
+	}
+}
+
+// Handler serves /ready, /healthz and /stats.
+func (s *State) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		ready, why := s.Ready()
+		if !ready {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready:", why)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /stats", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	return mux
+}
