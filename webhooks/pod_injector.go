@@ -82,7 +82,7 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 		if reason == sidecar.SkipOptedOut || reason == sidecar.SkipAlreadyInjected {
 			return admission.Allowed(message).WithWarnings(warnings...)
 		}
-		return h.skip(ms, req, message, warnings)
+		return h.skip(ms, pod, req, message, warnings)
 	}
 
 	plans := &meshv1alpha1.UpgradePlanList{}
@@ -95,7 +95,7 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 	}
 	resolution, err := versions.Resolve(ms, plans.Items, sidecarVersions.Items)
 	if err != nil {
-		return h.skip(ms, req, "no sidecar version resolves: "+err.Error(), warnings)
+		return h.skip(ms, pod, req, "no sidecar version resolves: "+err.Error(), warnings)
 	}
 	version := findVersion(sidecarVersions.Items, resolution.Version)
 	if version == nil { // Resolve checked it exists; the cache cannot lose it in between, but never panic
@@ -104,7 +104,7 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 
 	result := sidecar.Inject(pod, ms, version, h.Options)
 	if result.Skipped != "" {
-		return h.skip(ms, req, result.Message, warnings)
+		return h.skip(ms, pod, req, result.Message, warnings)
 	}
 	injected, err := json.Marshal(result.Pod)
 	if err != nil {
@@ -115,10 +115,10 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 }
 
 // skip admits the pod without a sidecar, warns the client and records why on the MeshService.
-func (h *PodInjector) skip(ms *meshv1alpha1.MeshService, req admission.Request, message string, warnings []string) admission.Response {
+func (h *PodInjector) skip(ms *meshv1alpha1.MeshService, pod *corev1.Pod, req admission.Request, message string, warnings []string) admission.Response {
 	if !ptr.Deref(req.DryRun, false) && h.Recorder != nil {
 		h.Recorder.Eventf(ms, nil, corev1.EventTypeWarning, EventReasonInjectionSkipped, "Inject",
-			"Pod %s was admitted without a sidecar: %s", podNameFromRequest(req), message)
+			"Pod %s was admitted without a sidecar: %s", podName(pod), message)
 	}
 	warnings = append(warnings, "meshlift: the pod was admitted without a sidecar: "+message)
 	return admission.Allowed("admitted without a sidecar").WithWarnings(warnings...)
@@ -146,15 +146,4 @@ func podName(pod *corev1.Pod) string {
 		return pod.Name
 	}
 	return pod.GenerateName + "*"
-}
-
-func podNameFromRequest(req admission.Request) string {
-	if req.Name != "" {
-		return req.Name
-	}
-	pod := &corev1.Pod{}
-	if json.Unmarshal(req.Object.Raw, pod) == nil {
-		return podName(pod)
-	}
-	return "(unnamed)"
 }

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/repo"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
@@ -327,7 +328,7 @@ spec:
 
 // TestSamplesAreAccepted creates every object of config/samples, the files the README points at.
 func TestSamplesAreAccepted(t *testing.T) {
-	root, err := testenv.ModuleRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshlift/meshlift/internal/repo"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 	"github.com/meshlift/meshlift/internal/webhookcert/pki"
 )
@@ -31,7 +32,7 @@ import (
 // generatedRules reads the rules of the ClusterRole and of the Role named manager-role.
 func generatedRules(t *testing.T) (clusterRules, namespacedRules []rbacv1.PolicyRule) {
 	t.Helper()
-	root, err := testenv.ModuleRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func WithWebhooks() Option {
 
 // Start starts the API server. Call Stop when done (typically from TestMain).
 func Start(opts ...Option) (*Env, error) {
-	root, err := ModuleRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return nil, err
 	}
@@ -132,9 +132,6 @@ func MainWith(m *testing.M, env **Env, opts []Option, setups ...func(*Env) (stop
 	}
 	code = m.Run()
 }
-
-// ModuleRoot returns the directory of the repository's go.mod.
-func ModuleRoot() (string, error) { return repo.Root() }
 
 // Eventually polls check until it returns true or timeout passes, then fails the test with the
 // last message check gave.
