@@ -27,16 +27,22 @@ const (
 	// AdminPortBase is slot 1's admin port (slot N: AdminPortBase+N-1); a single-slot proxy uses it too.
 	AdminPortBase = 15000
 
-	RunVolume      = "meshlift-run"
-	RunDir         = "/var/run/meshlift"
-	HandoffSocket  = RunDir + "/handoff.sock"
-	TokenVolume    = "meshlift-token"
-	TokenDir       = "/var/run/secrets/meshlift"
-	TokenFile      = TokenDir + "/token"
-	TokenAudience  = "meshlift"
-	PodInfoVolume  = "meshlift-podinfo"
-	PodInfoDir     = "/etc/meshlift/podinfo"
-	AnnotationFile = PodInfoDir + "/annotations"
+	RunVolume     = "meshlift-run"
+	RunDir        = "/var/run/meshlift"
+	HandoffSocket = RunDir + "/handoff.sock"
+	TokenVolume   = "meshlift-token"
+	TokenDir      = "/var/run/secrets/meshlift"
+	TokenFile     = TokenDir + "/token"
+	TokenAudience = "meshlift"
+	// CAFile is the trust bundle the proxy verifies the control plane with: the ConfigMap
+	// CARootConfigMap (key ca.crt), projected next to the token. Optional, so a pod starts
+	// before the operator has published it; kubelet adds the file when it appears.
+	CAFile          = TokenDir + "/ca.crt"
+	CARootConfigMap = "meshlift-ca-root"
+	CARootKey       = "ca.crt"
+	PodInfoVolume   = "meshlift-podinfo"
+	PodInfoDir      = "/etc/meshlift/podinfo"
+	AnnotationFile  = PodInfoDir + "/annotations"
 
 	// EnvSlot tells a slot container which slot it is; everything else is shared by both slots.
 	EnvSlot = "MESHLIFT_SLOT"
@@ -277,6 +283,7 @@ func proxyEnv(slot int, ms *meshv1alpha1.MeshService, version *meshv1alpha1.Side
 		{Name: "MESHLIFT_SERVICE_ACCOUNT", ValueFrom: fieldRef("spec.serviceAccountName")},
 		{Name: "MESHLIFT_TRUST_DOMAIN", Value: opts.TrustDomain},
 		{Name: "MESHLIFT_TOKEN_FILE", Value: TokenFile},
+		{Name: "MESHLIFT_CA_FILE", Value: CAFile},
 		{Name: "MESHLIFT_ANNOTATIONS_FILE", Value: AnnotationFile},
 		{Name: "MESHLIFT_HANDOFF_SOCKET", Value: HandoffSocket},
 	}
@@ -290,9 +297,16 @@ func volumes(opts Options) []corev1.Volume {
 		Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("1Mi")),
 	}}}
 	token := corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-			Audience: TokenAudience, ExpirationSeconds: ptr.To(opts.TokenExpirationSeconds), Path: "token",
-		}}},
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: TokenAudience, ExpirationSeconds: ptr.To(opts.TokenExpirationSeconds), Path: "token",
+			}},
+			{ConfigMap: &corev1.ConfigMapProjection{
+				LocalObjectReference: corev1.LocalObjectReference{Name: CARootConfigMap},
+				Items:                []corev1.KeyToPath{{Key: CARootKey, Path: CARootKey}},
+				Optional:             ptr.To(true),
+			}},
+		},
 	}}}
 	podInfo := corev1.Volume{Name: PodInfoVolume, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
 		Items: []corev1.DownwardAPIVolumeFile{{Path: "annotations", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations"}}},
