@@ -1,0 +1,384 @@
+package xdsclient
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Handler applies what the control plane sends. An error NACKs the response; the handler keeps
+// what it had.
+type Handler interface {
+	Certificate(c *Certificate) error
+	TrustBundle(bundlePEM []byte) error
+	Endpoints(a Assignment) error
+}
+
+// Options say where the control plane is and who this proxy is.
+type Options struct {
+	// Address is host:port of the control-plane server.
+	Address string
+	// ServerName is the name its certificate must carry; the host of Address by default.
+	ServerName string
+	// CAFile is the PEM trust bundle that verifies the server; re-read on every connect.
+	CAFile string
+	// TokenFile is the projected service-account token; re-read on every connect.
+	TokenFile string
+
+	PodName, Namespace, MeshService, Version string
+	Slot                                     int
+	// SPIFFEID is the identity the CSR asks for.
+	SPIFFEID string
+	// Clusters are the EDS resources to watch (the upstreams' SNIs).
+	Clusters []string
+	// Key is the proxy's private key; generated (ECDSA P-256, in memory only) when nil.
+	Key crypto.Signer
+
+	Logger logr.Logger
+	// MinBackoff and MaxBackoff bound the reconnect delay (0.5 s and 30 s by default).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Client holds the stream to the control plane.
+type Client struct {
+	opts   Options
+	key    crypto.Signer
+	csrPEM []byte
+	log    logr.Logger
+
+	mu        sync.Mutex
+	connected bool
+
+	streams        prometheus.Counter
+	connectedGauge prometheus.Gauge
+	acks           *prometheus.CounterVec
+	nacks          *prometheus.CounterVec
+}
+
+// New validates the options and generates the key and CSR.
+func New(opts Options) (*Client, error) {
+	if opts.Address == "" || opts.CAFile == "" || opts.TokenFile == "" {
+		return nil, errors.New("the control-plane address, CA file and token file are required")
+	}
+	if opts.ServerName == "" {
+		host, _, err := net.SplitHostPort(opts.Address)
+		if err != nil {
+			return nil, fmt.Errorf("control-plane address %q: %w", opts.Address, err)
+		}
+		opts.ServerName = host
+	}
+	uri, err := url.Parse(opts.SPIFFEID)
+	if err != nil || uri.Scheme != "spiffe" {
+		return nil, fmt.Errorf("%q is not a SPIFFE ID", opts.SPIFFEID)
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 500 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(30*time.Second, opts.MinBackoff)
+	}
+	key := opts.Key
+	if key == nil {
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, fmt.Errorf("generating the proxy key: %w", err)
+		}
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{uri}}, key)
+	if err != nil {
+		return nil, fmt.Errorf("creating the CSR: %w", err)
+	}
+	c := &Client{
+		opts:   opts,
+		key:    key,
+		csrPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}),
+		log:    opts.Logger,
+		streams: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshlift_proxy_control_plane_streams_total", Help: "Streams opened to the control plane.",
+		}),
+		connectedGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshlift_proxy_control_plane_connected", Help: "1 while a stream to the control plane is open and answered.",
+		}),
+		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshlift_proxy_xds_acks_total", Help: "Control-plane responses applied, by type.",
+		}, []string{"type"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshlift_proxy_xds_nacks_total", Help: "Control-plane responses refused, by type.",
+		}, []string{"type"}),
+	}
+	return c, nil
+}
+
+// Key is the proxy's private key (it signs the TLS handshakes with the certificate from SDS).
+func (c *Client) Key() crypto.Signer { return c.key }
+
+// Collectors are the client's metrics.
+func (c *Client) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{c.streams, c.connectedGauge, c.acks, c.nacks}
+}
+
+// Connected says whether a stream is open and the server has answered on it.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
+
+func (c *Client) setConnected(v bool) {
+	c.mu.Lock()
+	c.connected = v
+	c.mu.Unlock()
+	if v {
+		c.connectedGauge.Set(1)
+	} else {
+		c.connectedGauge.Set(0)
+	}
+}
+
+// Run keeps a stream open until ctx ends, reconnecting with jittered exponential backoff.
+func (c *Client) Run(ctx context.Context, h Handler) error {
+	backoff := c.opts.MinBackoff
+	for {
+		started := time.Now()
+		answered, err := c.stream(ctx, h)
+		c.setConnected(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if answered {
+			// The server was reachable: a short pause only, whatever ended the stream.
+			backoff = c.opts.MinBackoff
+		}
+		wait := jitter(backoff)
+		c.log.Info("Control-plane stream ended; reconnecting", "error", err, "after", wait.String(), "lasted", time.Since(started).Round(time.Millisecond).String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		if !answered {
+			backoff = min(2*backoff, c.opts.MaxBackoff)
+		}
+	}
+}
+
+// jitter spreads d by ±20%.
+func jitter(d time.Duration) time.Duration {
+	n, err := rand.Int(rand.Reader, big.NewInt(400))
+	if err != nil {
+		return d
+	}
+	return d * time.Duration(800+n.Int64()) / 1000
+}
+
+func (c *Client) dialOptions() ([]grpc.DialOption, error) {
+	bundle, err := os.ReadFile(c.opts.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the control plane's trust bundle: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		return nil, fmt.Errorf("trust bundle %s holds no PEM certificate", c.opts.CAFile)
+	}
+	tlsConfig := &tls.Config{RootCAs: roots, ServerName: c.opts.ServerName, MinVersion: tls.VersionTLS13}
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}, nil
+}
+
+func (c *Client) token() (string, error) {
+	data, err := os.ReadFile(c.opts.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("reading the service-account token: %w", err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		return "", fmt.Errorf("service-account token file %s is empty", c.opts.TokenFile)
+	}
+	return token, nil
+}
+
+func (c *Client) node() *corev3.Node {
+	str := func(s string) *structpb.Value { return structpb.NewStringValue(s) }
+	return &corev3.Node{
+		Id: c.opts.PodName + "." + c.opts.Namespace,
+		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			MetaPodName:     str(c.opts.PodName),
+			MetaNamespace:   str(c.opts.Namespace),
+			MetaCSR:         str(string(c.csrPEM)),
+			MetaMeshService: str(c.opts.MeshService),
+			MetaSlot:        str(strconv.Itoa(c.opts.Slot)),
+			MetaVersion:     str(c.opts.Version),
+		}},
+	}
+}
+
+// stream runs one stream; answered says whether the server sent anything on it.
+func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err error) {
+	dialOpts, err := c.dialOptions()
+	if err != nil {
+		return false, err
+	}
+	token, err := c.token()
+	if err != nil {
+		return false, err
+	}
+	conn, err := grpc.NewClient(c.opts.Address, dialOpts...)
+	if err != nil {
+		return false, fmt.Errorf("dialing the control plane: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token))
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return false, fmt.Errorf("opening the discovery stream: %w", err)
+	}
+	c.streams.Inc()
+	secrets := []string{SecretCertificate, SecretTrustBundle}
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: c.node(), TypeUrl: TypeSecret, ResourceNames: secrets}); err != nil {
+		return false, fmt.Errorf("requesting secrets: %w", err)
+	}
+	if len(c.opts.Clusters) > 0 {
+		if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: TypeAssignment, ResourceNames: c.opts.Clusters}); err != nil {
+			return false, fmt.Errorf("requesting endpoints: %w", err)
+		}
+	}
+	accepted := map[string]string{} // type URL -> last accepted version on this stream
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return answered, fmt.Errorf("control-plane stream (%s): %w", status.Code(err), err)
+		}
+		if !answered {
+			answered = true
+			c.setConnected(true)
+			c.log.Info("Connected to the control plane", "address", c.opts.Address)
+		}
+		names := c.opts.Clusters
+		if resp.GetTypeUrl() == TypeSecret {
+			names = secrets
+		}
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResourceNames: names, ResponseNonce: resp.GetNonce()}
+		if applyErr := c.apply(resp, h); applyErr != nil {
+			c.nacks.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
+			c.log.Error(applyErr, "Refusing a control-plane response", "type", shortType(resp.GetTypeUrl()), "version", resp.GetVersionInfo())
+			req.VersionInfo = accepted[resp.GetTypeUrl()]
+			req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
+		} else {
+			c.acks.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
+			accepted[resp.GetTypeUrl()] = resp.GetVersionInfo()
+			req.VersionInfo = resp.GetVersionInfo()
+		}
+		if err := stream.Send(req); err != nil {
+			return answered, fmt.Errorf("acknowledging: %w", err)
+		}
+	}
+}
+
+// apply decodes every resource first and hands them to h only when all of them are good, so
+// a bad response changes nothing.
+func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
+	switch resp.GetTypeUrl() {
+	case TypeSecret:
+		var cert *Certificate
+		var bundle []byte
+		for _, res := range resp.GetResources() {
+			name, crt, b, err := DecodeSecret(res)
+			if err != nil {
+				return err
+			}
+			switch {
+			case crt != nil && (name == SecretCertificate || name == c.opts.SPIFFEID):
+				if crt.Key == nil {
+					crt.Key = c.key
+				}
+				if !publicKeyMatches(crt.Leaf, crt.Key) {
+					return invalid("certificate %q is not for this proxy's key", name)
+				}
+				cert = crt
+			case b != nil && name == SecretTrustBundle:
+				bundle = b
+			default:
+				return invalid("unexpected secret %q", name)
+			}
+		}
+		if bundle != nil {
+			if err := h.TrustBundle(bundle); err != nil {
+				return err
+			}
+		}
+		if cert != nil {
+			return h.Certificate(cert)
+		}
+		return nil
+	case TypeAssignment:
+		want := make(map[string]bool, len(c.opts.Clusters))
+		for _, name := range c.opts.Clusters {
+			want[name] = true
+		}
+		assignments := make([]Assignment, 0, len(resp.GetResources()))
+		for _, res := range resp.GetResources() {
+			a, err := DecodeAssignment(res)
+			if err != nil {
+				return err
+			}
+			if !want[a.Cluster] {
+				return invalid("unexpected cluster %q", a.Cluster)
+			}
+			assignments = append(assignments, a)
+		}
+		for _, a := range assignments {
+			if err := h.Endpoints(a); err != nil {
+				return err
+			}
+		}
+		return nil
+	default:
+		return invalid("unexpected resource type %q", resp.GetTypeUrl())
+	}
+}
+
+func publicKeyMatches(cert *x509.Certificate, key crypto.Signer) bool {
+	pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(key.Public())
+}
+
+func shortType(typeURL string) string {
+	switch typeURL {
+	case TypeSecret:
+		return "secret"
+	case TypeAssignment:
+		return "endpoints"
+	default:
+		return "other"
+	}
+}
