@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,6 +21,26 @@ type Conn struct {
 // NewConn wraps conn; every Send and Receive must complete within timeout.
 func NewConn(conn *net.UnixConn, timeout time.Duration) *Conn {
 	return &Conn{conn: conn, timeout: timeout}
+}
+
+// WaitPeerGone blocks until the peer closes the connection or dies (the kernel closes its end),
+// or ctx ends. After DRAINED the peer sends nothing more, so anything it sends ends the wait too.
+// The idle old process uses it to resume accepting when the new one dies after TAKEOVER.
+func (c *Conn) WaitPeerGone(ctx context.Context) error {
+	if err := c.conn.SetReadDeadline(time.Time{}); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	var b [1]byte
+	_, err := c.conn.Read(b[:])
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == nil {
+		return errors.New("the peer sent data after DRAINED")
+	}
+	return nil
 }
 
 // Close closes the socket.

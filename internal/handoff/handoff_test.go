@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"path/filepath"
@@ -243,5 +244,28 @@ func TestReceiveGivesUpOnASilentPeer(t *testing.T) {
 	}
 	if waited := time.Since(start); waited > 5*time.Second {
 		t.Errorf("Receive() waited %s for a silent peer", waited)
+	}
+}
+
+func TestWaitPeerGoneReturnsWhenThePeerDiesAndHonorsContext(t *testing.T) {
+	old, successor := handoffPair(t)
+	done := make(chan error, 1)
+	go func() { done <- old.WaitPeerGone(context.Background()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned before the peer closed: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	_ = successor.Close()
+	if err := <-done; err != nil {
+		t.Errorf("peer closed: got %v, want nil", err)
+	}
+
+	idle, _ := handoffPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { done <- idle.WaitPeerGone(ctx) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: got %v, want context.Canceled", err)
 	}
 }

@@ -74,6 +74,13 @@ func (s *State) SetRole(role Role) {
 	s.update()
 }
 
+// Role is the process's current role.
+func (s *State) Role() Role {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.role
+}
+
 // SetCertificate records whether the proxy holds a workload certificate.
 func (s *State) SetCertificate(has bool) {
 	s.mu.Lock()
