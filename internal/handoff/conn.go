@@ -54,7 +54,15 @@ func (c *Conn) Send(m Message, files ...*os.File) error {
 	}
 	fds := make([]int, len(files))
 	for i, f := range files {
-		fds[i] = int(f.Fd())
+		// Not f.Fd(): it puts the descriptor in blocking mode, and a duplicated listener shares
+		// that flag with the original, which the old process still accepts on.
+		raw, err := f.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("failed to send %s: %w", m.Type, err)
+		}
+		if err := raw.Control(func(fd uintptr) { fds[i] = int(fd) }); err != nil {
+			return fmt.Errorf("failed to send %s: %w", m.Type, err)
+		}
 	}
 	var oob []byte
 	if len(fds) > 0 {

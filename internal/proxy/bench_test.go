@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshlift/meshlift/internal/proxyconfig"
+)
+
+// benchBody is the request and response body of the benchmarks (1 KB).
+var benchBody = bytes.Repeat([]byte("x"), 1024)
+
+// twoHops is client -> client proxy (outbound) -> mTLS -> server proxy (inbound) -> app, next
+// to the app's own address for the direct baseline.
+type twoHops struct {
+	direct, proxied string
+}
+
+func newTwoHops(b *testing.B) twoHops {
+	b.Helper()
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Length", "1024")
+		_, _ = w.Write(benchBody)
+	})
+	appPort := startHTTPApp(b, app, false)
+	f := newFixture(b)
+	_, serverAddr := f.serverProxy("STRICT", Options{}, proxyconfig.Port{Name: "http", Port: appPort, Protocol: "HTTP"})
+	client, local := f.clientProxy(Options{}, "http")
+	f.pointAt(client, serverAddr, "http")
+	return twoHops{direct: "http://127.0.0.1:" + strconv.Itoa(appPort) + "/", proxied: "http://" + local["http"] + "/"}
+}
+
+func post(b *testing.B, c *http.Client, url string) time.Duration {
+	start := time.Now()
+	res, err := c.Post(url, "application/octet-stream", bytes.NewReader(benchBody))
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, res.Body)
+	_ = res.Body.Close()
+	elapsed := time.Since(start)
+	if res.StatusCode != http.StatusOK || n != int64(len(benchBody)) {
+		b.Fatalf("got %s with %d bytes", res.Status, n)
+	}
+	return elapsed
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// BenchmarkTwoHops measures the latency two proxies add to an HTTP/1.1 keep-alive request with
+// 1 KB bodies each way: each iteration sends one request through both proxies and one straight
+// to the app, paced at 1,000 per second (use -benchtime=5000x for five seconds), and reports the
+// percentiles of both and their difference. It also reports the resident memory of the whole
+// test process (client, app and both proxies).
+func BenchmarkTwoHops(b *testing.B) {
+	setup := newTwoHops(b)
+	direct, proxied := h1Client(), h1Client()
+	for range 200 { // warm the pools and TLS sessions
+		post(b, direct, setup.direct)
+		post(b, proxied, setup.proxied)
+	}
+	directTimes := make([]time.Duration, 0, b.N)
+	proxiedTimes := make([]time.Duration, 0, b.N)
+	ticker := time.NewTicker(time.Millisecond)
+	defer ticker.Stop()
+	b.ResetTimer()
+	for range b.N {
+		<-ticker.C
+		proxiedTimes = append(proxiedTimes, post(b, proxied, setup.proxied))
+		directTimes = append(directTimes, post(b, direct, setup.direct))
+	}
+	b.StopTimer()
+	slices.Sort(directTimes)
+	slices.Sort(proxiedTimes)
+	for _, q := range []struct {
+		name string
+		p    float64
+	}{{"p50", .5}, {"p99", .99}} {
+		d, p := percentile(directTimes, q.p), percentile(proxiedTimes, q.p)
+		b.ReportMetric(micros(d), q.name+"-direct-µs")
+		b.ReportMetric(micros(p), q.name+"-proxied-µs")
+		b.ReportMetric(micros(p-d), q.name+"-added-µs")
+	}
+	if rss := residentMB(); rss > 0 {
+		b.ReportMetric(rss, "process-RSS-MB")
+	}
+}
+
+// BenchmarkTwoHopsUnpaced is BenchmarkTwoHops back to back, without pacing: the latency of the
+// data path when it is the only thing running.
+func BenchmarkTwoHopsUnpaced(b *testing.B) {
+	setup := newTwoHops(b)
+	for _, path := range []struct{ name, url string }{{"direct", setup.direct}, {"proxied", setup.proxied}} {
+		b.Run(path.name, func(b *testing.B) {
+			c := h1Client()
+			for range 200 {
+				post(b, c, path.url)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				post(b, c, path.url)
+			}
+		})
+	}
+}
+
+// BenchmarkTwoHopsThroughput sends 1 KB requests from 32 concurrent keep-alive clients, straight
+// to the app and through both proxies, and reports requests per second.
+func BenchmarkTwoHopsThroughput(b *testing.B) {
+	setup := newTwoHops(b)
+	for _, path := range []struct{ name, url string }{{"direct", setup.direct}, {"proxied", setup.proxied}} {
+		b.Run(path.name, func(b *testing.B) {
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+			for range 64 {
+				post(b, c, path.url)
+			}
+			var failed atomic.Int64
+			b.SetParallelism(16)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					res, err := c.Post(path.url, "application/octet-stream", bytes.NewReader(benchBody))
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					_ = res.Body.Close()
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+			if failed.Load() > 0 {
+				b.Fatalf("%d requests failed", failed.Load())
+			}
+		})
+	}
+}
+
+// residentMB reads the process's resident set size (Linux), 0 elsewhere.
+func residentMB() float64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return float64(kb) / 1024
+		}
+	}
+	runtime.KeepAlive(status)
+	return 0
+}

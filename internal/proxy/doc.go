@@ -1,0 +1,59 @@
+// Package proxy is the data path of meshlift-proxy (ARCHITECTURE.md section 6): the inbound
+// listener that terminates mTLS and routes by SNI to the app on localhost, the outbound
+// listeners that carry the app's calls to the endpoints of an upstream over mTLS, and the
+// accept/drain controls a hot-upgrade handoff needs. The main package drives it: it parses the
+// configuration, runs the control-plane client and the handoff, and calls
+//
+//	p, err := proxy.New(cfg, proxy.Options{Namespace: ns, Logger: log})
+//	admin.Register(p.Collectors()...)
+//	p.SetCertificateKey(chainPEM, key) // SDS, any time; p.HasCertificate(), p.CertificateExpiry()
+//	p.SetTrustBundle(bundlePEM)        // SDS, any time
+//	p.SetEndpoints(cluster, endpoints) // EDS, any time; cluster is the upstream's SNI
+//	listeners, err := p.Bind()         // or the sockets received in a handoff, by name
+//	p.Start(listeners)                 // names: InboundListener, OutboundListener(localPort)
+//	p.StopAccepting()                  // TAKEOVER received: the sockets stay open
+//	p.Drain(ctx)                       // then DRAINED
+//	p.ResumeAccepting()                // the new process died
+//	p.Close()
+//
+// Certificates, trust bundle and endpoints apply to new handshakes and requests; listeners and
+// established connections are not touched.
+//
+// Inbound (one listener on every address, InboundPort): the first byte tells a TLS ClientHello
+// from plaintext. TLS is terminated with the workload certificate (rotation applies to new
+// handshakes) and requires a client certificate that chains to the trust bundle and carries
+// exactly one SPIFFE ID of the trust domain. The SNI <port-name>.<meshservice>.<namespace> picks
+// the app port (proxyconfig.Config.Route); an unknown SNI is refused. Plaintext is refused when
+// mTLS is STRICT and, when PERMISSIVE, goes to the first declared port (it has no SNI). HTTP,
+// HTTP2 and GRPC ports offer ALPN h2 and http/1.1 and are proxied per request, to the app over
+// HTTP/1.1 (HTTP ports) or h2c with prior knowledge (HTTP2, GRPC); TCP ports are piped.
+//
+// Outbound (one listener per upstream, on 127.0.0.1 only): the first bytes from the app tell
+// HTTP/1 and h2c from anything else. HTTP is proxied per request, each request to an endpoint
+// chosen by the load-balancing policy (round-robin or least-request), with mTLS (the upstream's
+// SNI as server name, the endpoint's SPIFFE ID required as the server's only URI SAN) over
+// connections pooled per endpoint, with TLS session resumption: HTTP/1.1 for HTTP/1 clients (the
+// cheaper protocol per request in Go), ALPN h2 for h2c clients (gRPC, streams). Anything else, or
+// silence for ProtocolDetectionTimeout (the server speaks first), is piped as TCP to one
+// endpoint. A failed connect or handshake ejects the endpoint for a while and the request or
+// connection tries another one (MaxConnectAttempts); without endpoints, HTTP gets 503 and TCP is
+// closed. Request bodies are kept while they are read (up to 64 KiB) so that a request the
+// upstream did not process (GOAWAY, connection closed before it was written) goes again.
+//
+// Drain is graceful per request: HTTP/1 responses carry "Connection: close", HTTP/1 connections
+// that stay idle for DrainIdleTimeout are closed (proxies close their pooled idle connections
+// sooner, after PoolIdleTimeout, so a draining proxy never closes one under another proxy's
+// request), HTTP/2 connections get a GOAWAY, in-flight requests complete, TCP streams run until
+// they end or the drain's context does.
+//
+// The proxy adds no header. It removes hop-by-hop headers and keeps trailers ("TE: trailers" and
+// response trailers, for gRPC), Upgrade (WebSocket) and a missing Content-Type.
+//
+// Metrics (Collectors), all prefixed meshlift_proxy_: requests_total{direction,target,code},
+// request_errors_total{direction,target,reason}, request_duration_seconds{direction},
+// connections_total{direction}, active_connections{direction},
+// tls_handshake_failures_total{direction,reason}, upstream_connect_failures_total{direction,target},
+// certificate_expiry_timestamp_seconds, plaintext_refused_total, unknown_sni_total,
+// endpoints{cluster}. A target is an inbound port name or an upstream cluster; a TCP stream
+// counts in request_errors_total when it cannot reach an endpoint.
+package proxy
