@@ -1,5 +1,5 @@
 // Command meshlift is the Meshlift operator: one manager running the controllers and the
-// admission webhooks (and, in later releases, the SDS server).
+// admission webhooks, the mesh CA and the control-plane (SDS+EDS) server.
 package main
 
 import (
@@ -12,6 +12,8 @@ import (
 	"os"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
@@ -32,7 +34,10 @@ import (
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/controllers"
 	"github.com/meshlift/meshlift/internal/buildinfo"
+	"github.com/meshlift/meshlift/internal/controlplane"
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/identity/builtin"
+	"github.com/meshlift/meshlift/internal/identity/certmanager"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/webhookcert"
 	"github.com/meshlift/meshlift/webhooks"
@@ -54,13 +59,19 @@ type options struct {
 	leaderElect    bool
 	leaderElectNS  string
 	trustDomain    string
+	caBackend      identity.Backend
+	caSecretName   string
+	caIssuer       cmmeta.IssuerReference
+	caDuration     time.Duration
+	controlPlane   string
+	leafLifetime   time.Duration
 	logLevel       string
 	logFormat      string
 	logDevelopment bool
 }
 
 func main() {
-	opts := options{injection: sidecar.DefaultOptions(), certs: webhookcert.Options{Mode: webhookcert.SelfManaged}}
+	opts := options{injection: sidecar.DefaultOptions(), certs: webhookcert.Options{Mode: webhookcert.SelfManaged}, caBackend: identity.BackendBuiltin}
 	flag.StringVar(&opts.namespace, "namespace", envOr("POD_NAMESPACE", "meshlift-system"), "The operator's namespace (default: $POD_NAMESPACE).")
 	flag.BoolVar(&opts.webhooks, "enable-webhooks", true, "Serve the admission webhooks (the pod injector and the validators).")
 	flag.IntVar(&opts.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
@@ -80,6 +91,14 @@ func main() {
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader so only one replica runs the controllers.")
 	flag.StringVar(&opts.leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the operator's namespace).")
 	flag.StringVar(&opts.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of workload identities.")
+	flag.Var(&opts.caBackend, "ca-backend", "Who signs workload certificates: builtin (a root kept in a Secret, default) or cert-manager (an intermediate from an Issuer).")
+	flag.StringVar(&opts.caSecretName, "ca-secret-name", builtin.DefaultSecretName, "Secret of the built-in CA's root certificate and key (builtin backend).")
+	flag.StringVar(&opts.caIssuer.Name, "ca-issuer-name", "", "cert-manager Issuer or ClusterIssuer that signs the mesh intermediate CA (cert-manager backend; required there).")
+	flag.StringVar(&opts.caIssuer.Kind, "ca-issuer-kind", "ClusterIssuer", "Kind of --ca-issuer-name: Issuer (in the operator's namespace) or ClusterIssuer.")
+	flag.StringVar(&opts.caIssuer.Group, "ca-issuer-group", "cert-manager.io", "API group of --ca-issuer-name (for external issuers).")
+	flag.DurationVar(&opts.caDuration, "ca-duration", certmanager.DefaultDuration, "Lifetime requested for the intermediate CA (cert-manager backend); it is renewed at two thirds.")
+	flag.StringVar(&opts.controlPlane, "control-plane-bind-address", controlplane.DefaultAddress, "Address of the control-plane gRPC server (SDS and EDS for the proxies); \"0\" disables it.")
+	flag.DurationVar(&opts.leafLifetime, "leaf-lifetime", controlplane.DefaultLeafLifetime, "Lifetime of workload certificates; proxies rotate them at half of it.")
 	flag.StringVar(&opts.logLevel, "log-level", "info", "Log level: debug, info, warn, error, or a number (higher is more verbose: 1 = debug).")
 	flag.StringVar(&opts.logFormat, "log-format", "json", "Log format: json or console.")
 	flag.BoolVar(&opts.logDevelopment, "log-development", false, "Development logging: console format, debug level, stack traces on warnings.")
@@ -108,6 +127,9 @@ func run(ctx context.Context, opts options) error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(meshv1alpha1.AddToScheme(scheme))
+	if opts.caBackend == identity.BackendCertManager {
+		utilruntime.Must(cmapi.AddToScheme(scheme))
+	}
 
 	metricsOpts := metricsserver.Options{BindAddress: opts.metricsAddr, SecureServing: opts.metricsSecure}
 	if opts.metricsSecure {
@@ -140,8 +162,23 @@ func run(ctx context.Context, opts options) error {
 		return fmt.Errorf("failed to create manager: %w", err)
 	}
 
-	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: opts.trustDomain}); err != nil {
+	holder := identity.NewHolder()
+	if err := setupCA(mgr, opts, holder); err != nil {
 		return err
+	}
+	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: opts.trustDomain, CA: holder}); err != nil {
+		return err
+	}
+	if opts.controlPlane != "0" {
+		cp, err := controlplane.Setup(ctx, mgr, holder, controlplane.Options{
+			Address: opts.controlPlane, TrustDomain: opts.trustDomain, Namespace: opts.namespace, LeafLifetime: opts.leafLifetime,
+		})
+		if err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("control-plane", cp.Ready); err != nil {
+			return fmt.Errorf("failed to add readiness check: %w", err)
+		}
 	}
 
 	if opts.webhooks {
@@ -170,6 +207,42 @@ func run(ctx context.Context, opts options) error {
 	log.Info("Starting manager")
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("manager failed: %w", err)
+	}
+	return nil
+}
+
+// setupCA starts the CA backend that fills holder, on every replica, with its readiness check
+// "mesh-ca".
+func setupCA(mgr ctrl.Manager, opts options, holder *identity.Holder) error {
+	type backend interface {
+		SetupWithManager(ctrl.Manager) error
+		Ready(*http.Request) error
+	}
+	var ca backend
+	switch opts.caBackend {
+	case identity.BackendCertManager:
+		if opts.caIssuer.Name == "" {
+			return errors.New("--ca-backend=cert-manager needs --ca-issuer-name (an Issuer or ClusterIssuer that may sign CA certificates)")
+		}
+		c, err := certmanager.New(certmanager.Options{
+			Namespace: opts.namespace, TrustDomain: opts.trustDomain, Duration: opts.caDuration, IssuerRef: opts.caIssuer,
+		}, holder)
+		if err != nil {
+			return err
+		}
+		ca = c
+	default:
+		c, err := builtin.New(builtin.Options{Namespace: opts.namespace, SecretName: opts.caSecretName, TrustDomain: opts.trustDomain}, holder)
+		if err != nil {
+			return err
+		}
+		ca = c
+	}
+	if err := ca.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the %s CA: %w", opts.caBackend, err)
+	}
+	if err := mgr.AddReadyzCheck("mesh-ca", ca.Ready); err != nil {
+		return fmt.Errorf("failed to add readiness check: %w", err)
 	}
 	return nil
 }

@@ -5,12 +5,17 @@ import (
 	"fmt"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/meshlift/meshlift/internal/identity"
 )
 
 // Options configure the controllers.
 type Options struct {
 	// TrustDomain of the SPIFFE IDs the controllers report.
 	TrustDomain string
+	// CA publishes the mesh CA (filled by a backend of internal/identity). When set, the trust
+	// bundle controller publishes its bundle in every meshed namespace; when nil it does not run.
+	CA *identity.Holder
 }
 
 // Setup registers the cache indexes and every controller with the manager. main.go and the
@@ -31,6 +36,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	if err := (&ProxyReadinessReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the proxy readiness controller: %w", err)
+	}
+	if opts.CA != nil {
+		if err := NewTrustBundleReconciler(mgr.GetClient(), opts.CA).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("failed to set up the trust bundle controller: %w", err)
+		}
 	}
 	return nil
 }

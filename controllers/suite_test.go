@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -13,6 +14,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/meshlift/meshlift/controllers"
+	"github.com/meshlift/meshlift/internal/identity"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
@@ -20,6 +22,10 @@ import (
 // so tests drive pod status through the status subresource.
 
 var env *testenv.Env
+
+// mesh is the CA whose trust bundle the trust bundle controller publishes; tests may Set
+// another Authority.
+var mesh = identity.NewHolder()
 
 func TestMain(m *testing.M) {
 	testenv.Main(m, &env, startManager)
@@ -36,8 +42,13 @@ func startManager(e *testenv.Env) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to create manager: %w", err)
 	}
+	authority, err := newAuthority()
+	if err != nil {
+		return nil, err
+	}
+	mesh.Set(authority)
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: "test.local"}); err != nil {
+	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: "test.local", CA: mesh}); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -49,6 +60,15 @@ func startManager(e *testenv.Env) (stop func(), err error) {
 			fmt.Fprintln(os.Stderr, "manager stopped with an error:", err)
 		}
 	}, nil
+}
+
+// newAuthority returns a CA with a new root, as the built-in backend creates.
+func newAuthority() (*identity.Authority, error) {
+	certPEM, keyPEM, err := identity.NewRoot("test.local", time.Hour, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return identity.NewAuthority(certPEM, keyPEM, nil, certPEM)
 }
 
 // zapLevel keeps the manager quiet unless MESHLIFT_TEST_LOG=debug asks for its logs.

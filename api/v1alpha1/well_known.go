@@ -22,6 +22,11 @@ const (
 	// operator resumes exactly where it stopped.
 	AnnotationUpgrade = "meshlift.io/upgrade"
 
+	// AnnotationEDSExcluded set to "true" takes the pod out of the endpoints (EDS) the control
+	// plane sends to client proxies. The InPlace rollout sets it before it restarts a pod's proxy
+	// cold and removes it once the new proxy is ready.
+	AnnotationEDSExcluded = "meshlift.io/eds-excluded"
+
 	// ReadinessGateProxyReady is the pod readiness gate the operator sets once the active proxy
 	// is ready (opt-in per MeshService).
 	ReadinessGateProxyReady = "meshlift.io/proxy-ready"

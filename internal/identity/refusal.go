@@ -24,11 +24,22 @@ const (
 	ReasonCARequested         Reason = "CARequested"
 	ReasonWrongKeyUsage       Reason = "WrongKeyUsage"
 	ReasonWeakKey             Reason = "WeakKey"
+
+	// Reasons of the control-plane server (docs/control-plane.md).
+	ReasonMissingToken     Reason = "MissingToken"
+	ReasonInvalidToken     Reason = "InvalidToken"
+	ReasonPodNotFound      Reason = "PodNotFound"
+	ReasonPodTerminating   Reason = "PodTerminating"
+	ReasonNotInjected      Reason = "NotInjected"
+	ReasonWrongPod         Reason = "WrongPod"
+	ReasonMalformedRequest Reason = "MalformedRequest"
+	ReasonUnsupportedType  Reason = "UnsupportedType"
 )
 
 // codesByReason maps each refusal to the gRPC code a client sees: who the caller is cannot be
-// established (Unauthenticated), the caller may not have what it asks for (PermissionDenied), or
-// the request itself is wrong (InvalidArgument).
+// established (Unauthenticated, also when the token outlived the pod it was bound to), the caller
+// may not have what it asks for (PermissionDenied), the request itself is wrong
+// (InvalidArgument), or it asks for a kind of resource the server does not serve (Unimplemented).
 var codesByReason = map[Reason]codes.Code{
 	ReasonWrongAudience:       codes.Unauthenticated,
 	ReasonExpiredToken:        codes.Unauthenticated,
@@ -42,6 +53,14 @@ var codesByReason = map[Reason]codes.Code{
 	ReasonCARequested:         codes.InvalidArgument,
 	ReasonWrongKeyUsage:       codes.InvalidArgument,
 	ReasonWeakKey:             codes.InvalidArgument,
+	ReasonMissingToken:        codes.Unauthenticated,
+	ReasonInvalidToken:        codes.Unauthenticated,
+	ReasonPodNotFound:         codes.Unauthenticated,
+	ReasonPodTerminating:      codes.PermissionDenied,
+	ReasonNotInjected:         codes.PermissionDenied,
+	ReasonWrongPod:            codes.PermissionDenied,
+	ReasonMalformedRequest:    codes.InvalidArgument,
+	ReasonUnsupportedType:     codes.Unimplemented,
 }
 
 // Refusal is a typed refusal of an identity request; its message says what to fix.
@@ -50,8 +69,13 @@ type Refusal struct {
 	Message string
 }
 
-func refuse(reason Reason, format string, args ...any) *Refusal {
+// Refuse builds a Refusal whose message is formatted like fmt.Sprintf.
+func Refuse(reason Reason, format string, args ...any) *Refusal {
 	return &Refusal{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+func refuse(reason Reason, format string, args ...any) *Refusal {
+	return Refuse(reason, format, args...)
 }
 
 func (r *Refusal) Error() string { return string(r.Reason) + ": " + r.Message }

@@ -1,0 +1,190 @@
+package controlplane_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/controlplane"
+	"github.com/meshlift/meshlift/internal/controlplane/endpoints"
+	"github.com/meshlift/meshlift/internal/testutil/gen"
+)
+
+// createMeshService creates a MeshService with one HTTP port that calls upstreams
+// ("name:port" or "name.namespace:port").
+func createMeshService(t *testing.T, ns, name string, upstreams ...string) *meshv1alpha1.MeshService {
+	t.Helper()
+	ms := gen.MeshService(name, gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	for i, u := range upstreams {
+		service, port, _ := strings.Cut(u, ":")
+		ms.Spec.Upstreams = append(ms.Spec.Upstreams, meshv1alpha1.Upstream{MeshService: service, Port: port, LocalPort: int32(7001 + i)})
+	}
+	if err := env.Client.Create(context.Background(), ms); err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+// assignments renders an EDS response as "cluster: ip:port=identity ..." lines, by cluster.
+func assignments(t *testing.T, resp *discoveryv3.DiscoveryResponse) []string {
+	t.Helper()
+	if resp.GetTypeUrl() != controlplane.TypeClusterLoadAssignment {
+		t.Fatalf("got a response of type %s, want endpoints", resp.GetTypeUrl())
+	}
+	var lines []string
+	for _, res := range resp.GetResources() {
+		cla := &endpointv3.ClusterLoadAssignment{}
+		if err := res.UnmarshalTo(cla); err != nil {
+			t.Fatal(err)
+		}
+		var eps []string
+		for _, locality := range cla.GetEndpoints() {
+			for _, lb := range locality.GetLbEndpoints() {
+				sock := lb.GetEndpoint().GetAddress().GetSocketAddress()
+				id := lb.GetMetadata().GetFilterMetadata()[endpoints.MetadataNamespace].GetFields()[endpoints.MetadataIdentity].GetStringValue()
+				eps = append(eps, fmt.Sprintf("%s:%d=%s/%s", sock.GetAddress(), sock.GetPortValue(), id, lb.GetHealthStatus()))
+			}
+		}
+		lines = append(lines, strings.TrimSpace(cla.GetClusterName()+": "+strings.Join(eps, " ")))
+	}
+	return lines
+}
+
+// expectAssignments waits for the next EDS response, checks it and ACKs it.
+func (c *xds) expectAssignments(t *testing.T, names []string, want ...string) {
+	t.Helper()
+	resp := c.recv(t, timeout)
+	if got := assignments(t, resp); !slices.Equal(got, want) {
+		t.Fatalf("endpoints:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	c.ack(t, resp, names)
+}
+
+func TestEndpointsFollowThePods(t *testing.T) {
+	cp := startControlPlane(t, controlplane.Options{})
+	ns := env.Namespace(t, "eds")
+	ctx := context.Background()
+	createMeshService(t, ns, "api")
+	createMeshService(t, ns, "web", "api:http", "ledger.bank:grpc")
+	createMeshService(t, ns, "solo")
+	web := cp.workload(t, ns, "web-1", "web", "web")
+	solo := cp.workload(t, ns, "solo-1", "solo", "solo")
+	api1 := cp.createPod(t, ns, "api-1", "api", "api")
+	api2 := cp.createPod(t, ns, "api-2", "api", "api")
+	apiID := "spiffe://" + trustDomain + "/ns/" + ns + "/sa/api"
+	apiCluster := "http.api." + ns
+	endpoint := func(ip string) string { return ip + ":15006=" + apiID + "/HEALTHY" }
+
+	// The web proxy asks for its upstreams and a cluster that is not one of them.
+	names := []string{apiCluster, "grpc.ledger.bank", "http.solo." + ns}
+	c := cp.openADS(t, web.token)
+	c.send(t, &discoveryv3.DiscoveryRequest{Node: node(web.pod, nil), TypeUrl: controlplane.TypeClusterLoadAssignment, ResourceNames: names})
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":")
+
+	// A proxy whose MeshService calls nothing, subscribed to all it may have, gets nothing to
+	// call and is not disturbed by api's changes.
+	quietStream := cp.openADS(t, solo.token)
+	quietStream.send(t, &discoveryv3.DiscoveryRequest{Node: node(solo.pod, nil), TypeUrl: controlplane.TypeClusterLoadAssignment})
+	if got := assignments(t, quietStream.recv(t, timeout)); len(got) != 0 {
+		t.Fatalf("a MeshService without upstreams got clusters %v", got)
+	}
+
+	setStatus(t, api1, "10.1.0.1", true)
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1"))
+
+	setStatus(t, api2, "10.1.0.2", true)
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1")+" "+endpoint("10.1.0.2"))
+
+	setStatus(t, api1, "10.1.0.1", false)
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.2"))
+
+	// An InPlace rollout takes api-2 out before restarting its proxy cold.
+	patch := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"annotations":{"`+meshv1alpha1.AnnotationEDSExcluded+`":"true"}}}`))
+	if err := env.Client.Patch(ctx, api2, patch); err != nil {
+		t.Fatal(err)
+	}
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":")
+
+	setStatus(t, api1, "10.1.0.1", true)
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1"))
+
+	if err := env.Client.Delete(ctx, api1); err != nil {
+		t.Fatal(err)
+	}
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":")
+
+	// A status change that does not change the endpoints is not pushed.
+	setStatus(t, api2, "10.1.0.2", false)
+	c.expectNothing(t, quiet)
+	quietStream.expectNothing(t, 10*time.Millisecond)
+}
+
+func TestEndpointsFollowTheMeshServices(t *testing.T) {
+	cp := startControlPlane(t, controlplane.Options{})
+	ns := env.Namespace(t, "eds")
+	ctx := context.Background()
+	api := createMeshService(t, ns, "api")
+	web := createMeshService(t, ns, "web", "api:http")
+	webProxy := cp.workload(t, ns, "web-1", "web", "web")
+	api1 := cp.createPod(t, ns, "api-1", "api", "api")
+	setStatus(t, api1, "10.1.0.1", true)
+	endpoint := "10.1.0.1:15006=spiffe://" + trustDomain + "/ns/" + ns + "/sa/api/HEALTHY"
+
+	// Subscribed to everything it may have.
+	c := cp.openADS(t, webProxy.token)
+	c.send(t, &discoveryv3.DiscoveryRequest{Node: node(webProxy.pod, nil), TypeUrl: controlplane.TypeClusterLoadAssignment})
+	c.expectAssignments(t, nil, "http.api."+ns+": "+endpoint)
+
+	// api gets a second port, and web calls it too.
+	api.Spec.Ports = append(api.Spec.Ports, meshv1alpha1.MeshServicePort{Name: "admin", Port: 9090})
+	if err := env.Client.Update(ctx, api); err != nil {
+		t.Fatal(err)
+	}
+	web.Spec.Upstreams = append(web.Spec.Upstreams, meshv1alpha1.Upstream{MeshService: "api", Port: "admin", LocalPort: 7002})
+	if err := env.Client.Update(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, func(lines []string) bool {
+		return slices.Equal(lines, []string{"admin.api." + ns + ": " + endpoint, "http.api." + ns + ": " + endpoint})
+	})
+
+	// The upstream MeshService goes away: its clusters are empty.
+	if err := env.Client.Delete(ctx, api); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, func(lines []string) bool {
+		return slices.Equal(lines, []string{"admin.api." + ns + ":", "http.api." + ns + ":"})
+	})
+
+	// The caller's MeshService stops calling it: the clusters are gone.
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(web), web); err != nil {
+		t.Fatal(err)
+	}
+	web.Spec.Upstreams = nil
+	if err := env.Client.Update(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, func(lines []string) bool { return len(lines) == 0 })
+}
+
+// waitFor ACKs EDS responses until one satisfies done (two updates may arrive separately).
+func waitFor(t *testing.T, c *xds, done func(lines []string) bool) {
+	t.Helper()
+	var last []string
+	for range 5 {
+		resp := c.recv(t, timeout)
+		c.ack(t, resp, nil)
+		if last = assignments(t, resp); done(last) {
+			return
+		}
+	}
+	t.Fatalf("the endpoints did not reach the expected state; last:\n%s", strings.Join(last, "\n"))
+}

@@ -1,0 +1,359 @@
+// Package controlplane is the operator's control-plane gRPC server (docs/control-plane.md): it
+// authenticates every meshlift-proxy (or Envoy) by its pod-bound service-account token and
+// streams its mTLS identity (SDS) and the endpoints of the MeshServices it calls (EDS), over one
+// state-of-the-world ADS stream or SDS alone. It runs on every operator replica.
+//
+// The streams are handled by hand rather than through go-control-plane's cache and server
+// packages: what a stream carries depends on who is at the other end (a certificate signed for
+// that caller, on that stream's own rotation schedule, from a key the caller may never send), so
+// there is no shared snapshot to serve, and a per-stream loop keeps identity, CSR signing,
+// rotation and ACK tracking in one place. Endpoints are shared: one index computes each
+// MeshService's assignments once and wakes only the streams that watch it.
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshlift/meshlift/internal/controlplane/caller"
+	"github.com/meshlift/meshlift/internal/identity"
+)
+
+// Defaults of Options.
+const (
+	DefaultAddress          = ":15012"
+	DefaultServiceName      = "meshlift-control-plane"
+	DefaultLeafLifetime     = 24 * time.Hour
+	DefaultServingLifetime  = 24 * time.Hour
+	DefaultRotationFraction = 0.5
+	DefaultRotationJitter   = 0.1
+	DefaultTokenCacheSize   = 10000
+)
+
+// Limits of what a caller may send and how long the server waits.
+const (
+	// maxRequestSize bounds one DiscoveryRequest (a node with a CSR is a few KiB).
+	maxRequestSize = 256 << 10
+	// maxStreamsPerConnection: a proxy opens one stream, Envoy a few.
+	maxStreamsPerConnection = 32
+	handshakeTimeout        = 10 * time.Second
+	shutdownGrace           = 5 * time.Second
+	// minRotationDelay keeps a leaf capped by an expiring signer from being re-signed in a loop.
+	minRotationDelay = time.Second
+	// endpointBatch is how long endpoint changes are collected before streams are woken.
+	endpointBatch = 50 * time.Millisecond
+)
+
+// Options configure the server. Zero values take the defaults.
+type Options struct {
+	// Address is the listen address (default ":15012").
+	Address string
+	// TrustDomain of the SPIFFE IDs (default identity.DefaultTrustDomain).
+	TrustDomain string
+	// Namespace is the operator's namespace; the serving certificate is for
+	// <ServiceName>.<Namespace>.svc and <ServiceName>.<Namespace>.svc.cluster.local. Required.
+	Namespace string
+	// ServiceName is the Service proxies reach the server through (default meshlift-control-plane).
+	ServiceName string
+	// LeafLifetime is the lifetime of workload certificates (default 24h).
+	LeafLifetime time.Duration
+	// ServingLifetime is the lifetime of the server's own certificate (default 24h); it is
+	// renewed at half life and whenever the Authority changes.
+	ServingLifetime time.Duration
+	// RotationFraction of a leaf's lifetime after which it is signed and pushed again on the same
+	// stream (default 0.5), give or take RotationJitter of that delay (default 0.1, i.e. ±10%).
+	RotationFraction float64
+	RotationJitter   float64
+	// TokenCacheSize bounds how many TokenReview results are cached (default 10000).
+	TokenCacheSize int
+	// Clock schedules rotations and expires cached tokens (default the real clock).
+	Clock clock.Clock
+}
+
+func (o *Options) defaults() error {
+	if o.Address == "" {
+		o.Address = DefaultAddress
+	}
+	if o.TrustDomain == "" {
+		o.TrustDomain = identity.DefaultTrustDomain
+	}
+	if o.ServiceName == "" {
+		o.ServiceName = DefaultServiceName
+	}
+	if o.LeafLifetime == 0 {
+		o.LeafLifetime = DefaultLeafLifetime
+	}
+	if o.ServingLifetime == 0 {
+		o.ServingLifetime = DefaultServingLifetime
+	}
+	if o.RotationFraction == 0 {
+		o.RotationFraction = DefaultRotationFraction
+	}
+	if o.RotationJitter == 0 {
+		o.RotationJitter = DefaultRotationJitter
+	}
+	if o.TokenCacheSize == 0 {
+		o.TokenCacheSize = DefaultTokenCacheSize
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	switch {
+	case o.Namespace == "":
+		return errors.New("the control plane needs the operator's namespace for its serving certificate")
+	case o.LeafLifetime < 0 || o.ServingLifetime < 0:
+		return errors.New("certificate lifetimes must be positive")
+	case o.RotationFraction <= 0 || o.RotationFraction >= 1:
+		return fmt.Errorf("the rotation fraction must be between 0 and 1, not %v", o.RotationFraction)
+	case o.RotationJitter < 0 || o.RotationJitter >= 0.5:
+		return fmt.Errorf("the rotation jitter must be between 0 and 0.5, not %v", o.RotationJitter)
+	case o.TokenCacheSize < 0:
+		return errors.New("the token cache size must not be negative")
+	}
+	return nil
+}
+
+// DNSNames are the names of the server's certificate.
+func (o *Options) DNSNames() []string {
+	svc := o.ServiceName + "." + o.Namespace + ".svc"
+	return []string{svc, svc + ".cluster.local"}
+}
+
+// TokenReviewer creates TokenReviews (client-go's TokenReviewInterface).
+type TokenReviewer interface {
+	Create(ctx context.Context, review *authenticationv1.TokenReview, opts metav1.CreateOptions) (*authenticationv1.TokenReview, error)
+}
+
+// Server is the control-plane gRPC server. It is a manager Runnable that runs on every replica.
+type Server struct {
+	opts     Options
+	log      logr.Logger
+	holder   *identity.Holder
+	authn    *authenticator
+	serving  *servingCertificate
+	index    *endpointIndex
+	shutdown chan struct{}
+	addr     atomic.Value // net.Addr once listening
+
+	mu      sync.Mutex
+	streams map[*stream]struct{}
+	byPod   map[types.NamespacedName]map[*stream]struct{}
+}
+
+// New builds a server. reader reads pods and MeshServices (the manager's cache), reviewer
+// verifies tokens with the API server, holder publishes the mesh CA.
+func New(opts Options, reader client.Reader, reviewer TokenReviewer, holder *identity.Holder, log logr.Logger) (*Server, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:     opts,
+		log:      log,
+		holder:   holder,
+		authn:    newAuthenticator(reviewer, reader, opts.TrustDomain, opts.TokenCacheSize, opts.Clock),
+		serving:  &servingCertificate{holder: holder, dnsNames: opts.DNSNames(), lifetime: opts.ServingLifetime, clock: opts.Clock, log: log},
+		index:    newEndpointIndex(reader, opts.TrustDomain, log),
+		shutdown: make(chan struct{}),
+		streams:  map[*stream]struct{}{},
+		byPod:    map[types.NamespacedName]map[*stream]struct{}{},
+	}
+	return s, nil
+}
+
+// NeedLeaderElection is false: every replica serves the proxies that reach it.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start listens on Options.Address and serves until ctx is done.
+func (s *Server) Start(ctx context.Context) error {
+	listener, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.opts.Address)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %s for the control plane: %w", s.opts.Address, err)
+	}
+	return s.Serve(ctx, listener)
+}
+
+// Serve serves on listener until ctx is done, then ends every stream (the proxies reconnect to
+// another replica) and stops. A Server serves once.
+func (s *Server) Serve(ctx context.Context, listener net.Listener) error {
+	s.addr.Store(listener.Addr())
+	liveServers.Store(s, struct{}{})
+	defer liveServers.Delete(s)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.serving.run(ctx)
+	go s.index.run(ctx)
+
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.serving.getCertificate}
+	server := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsConfig)),
+		grpc.MaxRecvMsgSize(maxRequestSize),
+		grpc.MaxConcurrentStreams(maxStreamsPerConnection),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+	)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(server, aggregatedService{s: s})
+	secretv3.RegisterSecretDiscoveryServiceServer(server, secretService{s: s})
+
+	s.log.Info("Serving the control plane", "address", listener.Addr().String(), "dnsNames", s.opts.DNSNames(),
+		"trustDomain", s.opts.TrustDomain, "leafLifetime", s.opts.LeafLifetime)
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(listener) }()
+	var serveErr error
+	select {
+	case serveErr = <-served:
+	case <-ctx.Done():
+	}
+	close(s.shutdown)
+	stopped := make(chan struct{})
+	go func() {
+		server.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownGrace):
+		server.Stop()
+		<-stopped
+	}
+	if serveErr != nil && !errors.Is(serveErr, grpc.ErrServerStopped) {
+		return fmt.Errorf("the control-plane server stopped: %w", serveErr)
+	}
+	s.log.Info("Stopped serving the control plane")
+	return nil
+}
+
+// Addr is the address the server listens on, nil before it does.
+func (s *Server) Addr() net.Addr {
+	addr, _ := s.addr.Load().(net.Addr)
+	return addr
+}
+
+// Ready is a readiness check: it fails until the server has a serving certificate (the mesh CA
+// has published an Authority).
+func (s *Server) Ready(*http.Request) error {
+	if s.serving.current.Load() == nil {
+		return errors.New("the control plane has no serving certificate yet: the mesh CA has not published an Authority")
+	}
+	return nil
+}
+
+// GetCertificate returns the serving certificate (for tls.Config.GetCertificate).
+func (s *Server) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return s.serving.getCertificate(hello)
+}
+
+// Notify tells the server that the MeshService key, or one of the pods injected for it,
+// changed. The server recomputes that MeshService's endpoints (in batches) and pushes them to
+// the streams whose clusters changed. PodEventHandler and MeshServiceEventHandler call it; any
+// other source of changes may too.
+func (s *Server) Notify(key types.NamespacedName) { s.index.notify(key) }
+
+// PodDeleted tells the server that a pod is gone (uid "" for any UID): the streams of that pod
+// end, since an identity ends with its pod.
+func (s *Server) PodDeleted(key types.NamespacedName, uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for st := range s.byPod[key] {
+		if uid == "" || st.id.PodUID == uid {
+			st.end(caller.StillBound(key, st.id.PodUID, nil))
+		}
+	}
+}
+
+func (s *Server) register(st *stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streams[st] = struct{}{}
+	key := st.id.Pod
+	if s.byPod[key] == nil {
+		s.byPod[key] = map[*stream]struct{}{}
+	}
+	s.byPod[key][st] = struct{}{}
+}
+
+func (s *Server) unregister(st *stream) {
+	s.index.unwatch(st)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.streams, st)
+	key := st.id.Pod
+	delete(s.byPod[key], st)
+	if len(s.byPod[key]) == 0 {
+		delete(s.byPod, key)
+	}
+}
+
+// TrustBundleAcknowledged counts the open streams that were sent a trust bundle (ROOTCA), and
+// how many of them acknowledged bundlePEM. A staged root rotation adds the new root to the
+// bundle and switches the signer once every stream has acknowledged it.
+func (s *Server) TrustBundleAcknowledged(bundlePEM []byte) (acknowledged, streams int) {
+	fingerprint := identity.BundleFingerprint(bundlePEM)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for st := range s.streams {
+		if sent, _ := st.sentBundle.Load().(string); sent == "" {
+			continue
+		}
+		streams++
+		if acked, _ := st.ackedBundle.Load().(string); acked == fingerprint {
+			acknowledged++
+		}
+	}
+	return acknowledged, streams
+}
+
+// earliestLeafExpiry is the earliest NotAfter of the leaves the open streams hold.
+func (s *Server) earliestLeafExpiry() (earliest time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for st := range s.streams {
+		if nanos := st.leafNotAfter.Load(); nanos != 0 {
+			if t := time.Unix(0, nanos); !ok || t.Before(earliest) {
+				earliest, ok = t, true
+			}
+		}
+	}
+	return earliest, ok
+}
+
+// aggregatedService serves ADS: SDS and EDS on one state-of-the-world stream. Delta xDS is
+// Unimplemented (the embedded type answers it).
+type aggregatedService struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	s *Server
+}
+
+func (a aggregatedService) StreamAggregatedResources(gs grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return a.s.serveStream(gs, serviceADS)
+}
+
+// secretService serves SDS alone, for Envoy. Fetch and Delta are Unimplemented.
+type secretService struct {
+	secretv3.UnimplementedSecretDiscoveryServiceServer
+	s *Server
+}
+
+func (d secretService) StreamSecrets(gs grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return d.s.serveStream(gs, serviceSDS)
+}

@@ -1,0 +1,115 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	authenticationv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/identity"
+)
+
+// The server verifies tokens and reads pods and MeshServices from the cache.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mesh.meshlift.io,resources=meshservices,verbs=get;list;watch
+
+// The least rate limits of the TokenReview client (its own, apart from the manager's): a
+// rollout starts many proxies at once, and each new token costs one TokenReview.
+const (
+	tokenReviewQPS   = 50
+	tokenReviewBurst = 100
+)
+
+// Setup builds the server with the manager's cache and config, feeds it the Pod and MeshService
+// events of the cache's informers and adds it to the manager (it runs on every replica, once the
+// caches have synced). holder publishes the mesh CA.
+func Setup(ctx context.Context, mgr ctrl.Manager, holder *identity.Holder, opts Options) (*Server, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.QPS, cfg.Burst = max(cfg.QPS, tokenReviewQPS), max(cfg.Burst, tokenReviewBurst)
+	authn, err := authenticationv1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the TokenReview client: %w", err)
+	}
+	s, err := New(opts, mgr.GetCache(), authn.TokenReviews(), holder, mgr.GetLogger().WithName("control-plane"))
+	if err != nil {
+		return nil, err
+	}
+	for _, watched := range []struct {
+		obj     client.Object
+		handler toolscache.ResourceEventHandler
+	}{
+		{&corev1.Pod{}, s.PodEventHandler()},
+		{&meshv1alpha1.MeshService{}, s.MeshServiceEventHandler()},
+	} {
+		informer, err := mgr.GetCache().GetInformer(ctx, watched.obj)
+		if err != nil {
+			return nil, fmt.Errorf("failed to get the %T informer for the control plane: %w", watched.obj, err)
+		}
+		if _, err := informer.AddEventHandler(watched.handler); err != nil {
+			return nil, fmt.Errorf("failed to watch %T for the control plane: %w", watched.obj, err)
+		}
+	}
+	if err := mgr.Add(s); err != nil {
+		return nil, fmt.Errorf("failed to add the control plane to the manager: %w", err)
+	}
+	return s, nil
+}
+
+// PodEventHandler feeds a Pod informer's events to the server: a change of a pod injected for
+// a MeshService recomputes that MeshService's endpoints (Notify), and a deleted pod ends its
+// streams (PodDeleted).
+func (s *Server) PodEventHandler() toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { s.podChanged(obj) },
+		UpdateFunc: func(oldObj, newObj any) {
+			s.podChanged(oldObj)
+			s.podChanged(newObj)
+		},
+		DeleteFunc: func(obj any) {
+			if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tombstone.Obj
+			}
+			pod, ok := obj.(*corev1.Pod)
+			if !ok {
+				return
+			}
+			s.podChanged(pod)
+			s.PodDeleted(types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}, pod.UID)
+		},
+	}
+}
+
+func (s *Server) podChanged(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	if name := pod.Annotations[meshv1alpha1.AnnotationMeshService]; name != "" {
+		s.Notify(types.NamespacedName{Namespace: pod.Namespace, Name: name})
+	}
+}
+
+// MeshServiceEventHandler feeds a MeshService informer's events to the server (Notify).
+func (s *Server) MeshServiceEventHandler() toolscache.ResourceEventHandler {
+	changed := func(obj any) {
+		if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = tombstone.Obj
+		}
+		if ms, ok := obj.(*meshv1alpha1.MeshService); ok {
+			s.Notify(types.NamespacedName{Namespace: ms.Namespace, Name: ms.Name})
+		}
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    changed,
+		UpdateFunc: func(_, newObj any) { changed(newObj) },
+		DeleteFunc: changed,
+	}
+}

@@ -1,0 +1,317 @@
+// Package builtin is the built-in CA backend: a self-signed ECDSA P-256 root whose key lives in
+// a Secret of the operator's namespace. The first replica that finds no Secret creates it; every
+// replica loads it, publishes it through an identity.Holder and reloads it when the Secret
+// changes. A Secret that exists is never overwritten: if it is malformed the CA reports what to
+// fix and keeps the root it loaded before, if any.
+package builtin
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshlift/meshlift/internal/identity"
+)
+
+// The CA Secret lives in the operator's namespace: a Role there, not access to every Secret.
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;create
+
+const (
+	// DefaultSecretName is the Secret holding the root and its key.
+	DefaultSecretName = "meshlift-ca"
+	// DefaultLifetime of a new root.
+	DefaultLifetime = 10 * 365 * 24 * time.Hour
+	// DefaultCheckInterval is how often the Secret is read again when no watch event arrives.
+	DefaultCheckInterval = 10 * time.Minute
+
+	// maxBackoff bounds the wait before retrying after an error.
+	maxBackoff = 5 * time.Minute
+)
+
+// Options configure the built-in CA.
+type Options struct {
+	// Namespace is the operator's namespace, where the Secret lives.
+	Namespace string
+	// SecretName is the Secret holding the root (ca.crt) and its key (ca.key); DefaultSecretName
+	// when empty.
+	SecretName string
+	// TrustDomain is put in the root's URI SAN (spiffe://<trust-domain>); DefaultTrustDomain
+	// when empty.
+	TrustDomain string
+	// Lifetime of a root this CA creates; DefaultLifetime when zero.
+	Lifetime time.Duration
+	// CheckInterval is how often the Secret is read even if no watch event arrives;
+	// DefaultCheckInterval when zero.
+	CheckInterval time.Duration
+}
+
+// CA keeps the built-in root in a Secret and publishes it through a Holder. It runs on every
+// replica (each one serves SDS); replicas agree on one root because the Secret is created only
+// if absent.
+type CA struct {
+	opts   Options
+	holder *identity.Holder
+
+	// reader reads from the API server: the manager's cache may not cache Secrets of this
+	// namespace, and must not cache every Secret of the cluster to read one. writer writes
+	// through the manager's client.
+	reader client.Reader
+	writer client.Client
+	// watches is a private cache holding only the CA Secret; its events wake the sync loop.
+	watches cache.Cache
+	wake    chan struct{}
+
+	mu        sync.Mutex
+	published []byte // fingerprint of ca.crt and ca.key of the Authority published last
+	lastErr   error
+}
+
+// New validates opts and returns a CA that publishes through holder. Add it to the manager
+// with SetupWithManager.
+func New(opts Options, holder *identity.Holder) (*CA, error) {
+	if opts.Namespace == "" {
+		return nil, errors.New("the built-in CA needs the operator's namespace")
+	}
+	if holder == nil {
+		return nil, errors.New("the built-in CA needs a Holder to publish to")
+	}
+	if opts.SecretName == "" {
+		opts.SecretName = DefaultSecretName
+	}
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = identity.DefaultTrustDomain
+	}
+	if opts.Lifetime <= 0 {
+		opts.Lifetime = DefaultLifetime
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = DefaultCheckInterval
+	}
+	return &CA{opts: opts, holder: holder, wake: make(chan struct{}, 1)}, nil
+}
+
+// SetupWithManager adds the CA to mgr as a runnable that does not need leader election. It
+// reads through mgr's API reader, writes through mgr's client and watches the Secret with a
+// private cache restricted to it, so it works whatever mgr's cache is restricted to.
+func (c *CA) SetupWithManager(mgr ctrl.Manager) error {
+	c.reader = mgr.GetAPIReader()
+	c.writer = mgr.GetClient()
+	watches, err := cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient: mgr.GetHTTPClient(),
+		Scheme:     mgr.GetScheme(),
+		Mapper:     mgr.GetRESTMapper(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {
+				Namespaces: map[string]cache.Config{c.opts.Namespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", c.opts.SecretName),
+			},
+		},
+		DefaultTransform: cache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create the cache watching the CA Secret: %w", err)
+	}
+	c.watches = watches
+	if err := mgr.Add(c); err != nil {
+		return fmt.Errorf("failed to add the built-in CA: %w", err)
+	}
+	return nil
+}
+
+// NeedLeaderElection is false: every replica signs workload certificates.
+func (c *CA) NeedLeaderElection() bool { return false }
+
+// Ready is a healthz.Checker: it fails until the CA is loaded, with the error that keeps it
+// from loading. Once loaded it stays ready; a later error (a Secret edited into something
+// unusable) is logged and the loaded root keeps signing.
+func (c *CA) Ready(*http.Request) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.published != nil {
+		return nil
+	}
+	if c.lastErr != nil {
+		return fmt.Errorf("the built-in CA is not loaded yet: %w", c.lastErr)
+	}
+	return errors.New("the built-in CA is not loaded yet")
+}
+
+// Start loads (or creates) the CA, then reloads it whenever the Secret changes, until ctx is
+// done.
+func (c *CA) Start(ctx context.Context) error {
+	if c.watches == nil {
+		return errors.New("the built-in CA must be added with SetupWithManager")
+	}
+	log := ctrl.LoggerFrom(ctx).WithName("builtin-ca").WithValues("secret", klog.KRef(c.opts.Namespace, c.opts.SecretName))
+	ctx = ctrl.LoggerInto(ctx, log)
+	c.watch(ctx)
+	c.run(ctx)
+	return nil
+}
+
+// watch starts the private cache; every change of the Secret wakes the sync loop. Without it
+// (e.g. no list/watch permission) the loop still runs on its timer.
+func (c *CA) watch(ctx context.Context) {
+	log := ctrl.LoggerFrom(ctx)
+	wakeUp := func() {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	informer, err := c.watches.GetInformer(ctx, &corev1.Secret{}, cache.BlockUntilSynced(false))
+	if err == nil {
+		_, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { wakeUp() },
+			UpdateFunc: func(any, any) { wakeUp() },
+			DeleteFunc: func(any) { wakeUp() },
+		})
+	}
+	if err != nil {
+		log.Error(err, "Failed to watch the CA Secret; relying on the periodic check")
+		return
+	}
+	go func() {
+		if err := c.watches.Start(ctx); err != nil {
+			log.Error(err, "Watching the CA Secret stopped; relying on the periodic check")
+		}
+	}()
+}
+
+// run syncs now, then again when the Secret changes, at the check interval, or after a growing
+// backoff when a sync failed.
+func (c *CA) run(ctx context.Context) {
+	log := ctrl.LoggerFrom(ctx)
+	backoff := time.Second
+	for {
+		err := c.sync(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		c.setLastError(err)
+		delay := c.opts.CheckInterval
+		if err != nil {
+			log.Error(err, "Failed to load the built-in CA; retrying", "retryAfter", backoff)
+			delay = backoff
+			backoff = min(2*backoff, maxBackoff)
+		} else {
+			backoff = time.Second
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-c.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// sync reads the Secret, creating it if absent, and publishes its CA if it changed.
+func (c *CA) sync(ctx context.Context) error {
+	data, err := c.ensureSecret(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	unchanged := c.published != nil && bytes.Equal(c.published, secretFingerprint(data))
+	c.mu.Unlock()
+	if unchanged {
+		return nil
+	}
+	authority, err := authorityFromSecretData(data)
+	if err != nil {
+		return fmt.Errorf("the CA Secret %s/%s is malformed: %w; fix it, or delete it to have the operator create a new root (every proxy then needs the new trust bundle)",
+			c.opts.Namespace, c.opts.SecretName, err)
+	}
+	c.publish(ctx, data, authority)
+	return nil
+}
+
+// ensureSecret returns the data of the Secret after creating it if absent. Replicas racing to
+// create it converge on one root: whoever loses reads the winner's Secret.
+func (c *CA) ensureSecret(ctx context.Context) (map[string][]byte, error) {
+	key := client.ObjectKey{Namespace: c.opts.Namespace, Name: c.opts.SecretName}
+	log := ctrl.LoggerFrom(ctx)
+	const attempts = 3
+	for range attempts {
+		secret := &corev1.Secret{}
+		err := c.reader.Get(ctx, key, secret)
+		if err == nil {
+			return secret.Data, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("failed to read the CA Secret %s: %w", key, err)
+		}
+		data, err := newSecretData(c.opts.TrustDomain, c.opts.Lifetime, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		secret = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: key.Namespace,
+				Name:      key.Name,
+				Labels:    map[string]string{identity.LabelPartOf: identity.PartOf},
+			},
+			Type: corev1.SecretTypeOpaque,
+			Data: data,
+		}
+		log.Info("Creating the CA Secret with a new root", "trustDomain", c.opts.TrustDomain, "lifetime", c.opts.Lifetime)
+		err = c.writer.Create(ctx, secret)
+		if apierrors.IsAlreadyExists(err) {
+			log.V(1).Info("Another replica created the CA Secret first; reading it")
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("failed to create the CA Secret %s: %w", key, err)
+		}
+		return data, nil
+	}
+	return nil, fmt.Errorf("the CA Secret %s kept disappearing between create and read: gave up after %d attempts", key, attempts)
+}
+
+func (c *CA) publish(ctx context.Context, data map[string][]byte, authority *identity.Authority) {
+	signer := authority.Signer()
+	log := ctrl.LoggerFrom(ctx).WithValues("bundle", identity.BundleFingerprint(authority.TrustBundle()),
+		"serialNumber", signer.SerialNumber.Text(16), "notAfter", signer.NotAfter)
+	log.Info("Publishing the built-in CA")
+	if remaining, total := time.Until(signer.NotAfter), signer.NotAfter.Sub(signer.NotBefore); remaining < total/10 {
+		log.Info("The built-in CA root expires soon; plan its replacement", "remaining", remaining.Round(time.Hour))
+	}
+	c.holder.Set(authority)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.published = secretFingerprint(data)
+}
+
+func (c *CA) setLastError(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastErr = err
+}
+
+// secretFingerprint identifies the CA material of the Secret's data.
+func secretFingerprint(data map[string][]byte) []byte {
+	h := sha256.New()
+	h.Write(data[CertKey])
+	h.Write([]byte{0})
+	h.Write(data[KeyKey])
+	return h.Sum(nil)
+}

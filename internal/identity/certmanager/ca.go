@@ -1,0 +1,411 @@
+// Package certmanager is the cert-manager CA backend: each replica generates an ECDSA P-256
+// intermediate key in memory, has a cert-manager Issuer or ClusterIssuer sign it through a
+// CertificateRequest, and signs workload leaves locally with it, so cert-manager is asked once
+// per replica per renewal, not once per pod. The intermediate is renewed at two thirds of its
+// lifetime, each new one published through an identity.Holder; the issuer's CA (status.ca) is
+// the trust bundle.
+package certmanager
+
+import (
+	"cmp"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshlift/meshlift/internal/identity"
+)
+
+// The CertificateRequests live in the operator's namespace.
+// +kubebuilder:rbac:groups=cert-manager.io,namespace=system,resources=certificaterequests,verbs=get;list;watch;create;delete
+
+const (
+	// DefaultDuration is the lifetime the intermediate is requested for.
+	DefaultDuration = 30 * 24 * time.Hour
+	// DefaultKeepRequests is how many of its CertificateRequests a replica keeps.
+	DefaultKeepRequests = 3
+	// DefaultCheckInterval is how often a pending CertificateRequest is read again when no
+	// watch event arrives.
+	DefaultCheckInterval = 30 * time.Second
+
+	// LabelComponent and Component mark the CertificateRequests of the intermediate CA.
+	LabelComponent = "app.kubernetes.io/component"
+	Component      = "workload-ca"
+	// LabelReplica names the replica whose in-memory key a CertificateRequest is for.
+	LabelReplica = "meshlift.io/ca-replica"
+
+	// maxBackoff bounds the wait before retrying after an error.
+	maxBackoff = 5 * time.Minute
+)
+
+// Options configure the cert-manager backend.
+type Options struct {
+	// Namespace is the operator's namespace, where the CertificateRequests are created (and
+	// where an issuer of kind Issuer must be).
+	Namespace string
+	// IssuerRef is the issuer that signs the intermediate. Kind defaults to Issuer and Group to
+	// cert-manager.io; in that group Kind must be Issuer or ClusterIssuer (other groups are
+	// external issuers, whose kinds are their own).
+	IssuerRef cmmeta.IssuerReference
+	// TrustDomain is put in the intermediate's URI SAN (spiffe://<trust-domain>);
+	// DefaultTrustDomain when empty.
+	TrustDomain string
+	// Duration is the lifetime requested for the intermediate; DefaultDuration when zero. The
+	// issuer may grant less; renewal follows what it granted.
+	Duration time.Duration
+	// Replica tells this replica's CertificateRequests apart (label meshlift.io/ca-replica);
+	// the host name (the pod name) when empty.
+	Replica string
+	// KeepRequests is how many of its latest CertificateRequests a replica keeps;
+	// DefaultKeepRequests when zero.
+	KeepRequests int
+	// CheckInterval is how often a pending CertificateRequest is read even if no watch event
+	// arrives; DefaultCheckInterval when zero.
+	CheckInterval time.Duration
+}
+
+// CA gets intermediates from cert-manager and publishes them through a Holder. It runs on every
+// replica: each one holds its own intermediate key, which never leaves its memory.
+type CA struct {
+	opts   Options
+	holder *identity.Holder
+
+	// reader reads from the API server, writer writes through the manager's client; watches is
+	// a private cache holding only this replica's CertificateRequests, whose events wake the
+	// wait for issuance.
+	reader  client.Reader
+	writer  client.Client
+	watches cache.Cache
+	wake    chan struct{}
+	// firstBackoff is the wait before the first retry after an error; it doubles up to
+	// maxBackoff.
+	firstBackoff time.Duration
+
+	mu        sync.Mutex
+	published *identity.Authority
+	lastErr   error
+}
+
+// New validates opts and returns a CA that publishes through holder. Add it to the manager
+// with SetupWithManager.
+func New(opts Options, holder *identity.Holder) (*CA, error) {
+	if opts.Namespace == "" {
+		return nil, errors.New("the cert-manager CA backend needs the operator's namespace")
+	}
+	if holder == nil {
+		return nil, errors.New("the cert-manager CA backend needs a Holder to publish to")
+	}
+	ref := &opts.IssuerRef
+	ref.Kind = cmp.Or(ref.Kind, cmapi.IssuerKind)
+	ref.Group = cmp.Or(ref.Group, "cert-manager.io")
+	if ref.Name == "" {
+		return nil, errors.New("the cert-manager CA backend needs the name of the issuer that signs its intermediate CA")
+	}
+	if ref.Group == "cert-manager.io" && ref.Kind != cmapi.IssuerKind && ref.Kind != cmapi.ClusterIssuerKind {
+		return nil, fmt.Errorf("the issuer kind must be %s or %s, not %q", cmapi.IssuerKind, cmapi.ClusterIssuerKind, ref.Kind)
+	}
+	opts.TrustDomain = cmp.Or(opts.TrustDomain, identity.DefaultTrustDomain)
+	if opts.Duration <= 0 {
+		opts.Duration = DefaultDuration
+	}
+	if opts.KeepRequests <= 0 {
+		opts.KeepRequests = DefaultKeepRequests
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = DefaultCheckInterval
+	}
+	if opts.Replica == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("the cert-manager CA backend needs a replica name: %w", err)
+		}
+		opts.Replica = host
+	}
+	opts.Replica = labelValue(opts.Replica)
+	return &CA{opts: opts, holder: holder, wake: make(chan struct{}, 1), firstBackoff: time.Second}, nil
+}
+
+// labelValue returns name if it is a valid label value, else a stable hash of it.
+func labelValue(name string) string {
+	if len(validation.IsValidLabelValue(name)) == 0 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return "replica-" + hex.EncodeToString(sum[:12])
+}
+
+// SetupWithManager adds the CA to mgr as a runnable that does not need leader election. mgr's
+// scheme must hold cert-manager's API types (cmapi.AddToScheme).
+func (c *CA) SetupWithManager(mgr ctrl.Manager) error {
+	gvk := cmapi.SchemeGroupVersion.WithKind("CertificateRequest")
+	if !mgr.GetScheme().Recognizes(gvk) {
+		return fmt.Errorf("the manager's scheme does not know %s: add cert-manager's API types (cert-manager/pkg/apis/certmanager/v1.AddToScheme)", gvk)
+	}
+	c.reader = mgr.GetAPIReader()
+	c.writer = mgr.GetClient()
+	watches, err := cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient: mgr.GetHTTPClient(),
+		Scheme:     mgr.GetScheme(),
+		Mapper:     mgr.GetRESTMapper(),
+		ByObject: map[client.Object]cache.ByObject{
+			&cmapi.CertificateRequest{}: {
+				Namespaces: map[string]cache.Config{c.opts.Namespace: {}},
+				Label:      labels.SelectorFromSet(c.requestLabels()),
+			},
+		},
+		DefaultTransform: cache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create the cache watching CertificateRequests: %w", err)
+	}
+	c.watches = watches
+	if err := mgr.Add(c); err != nil {
+		return fmt.Errorf("failed to add the cert-manager CA backend: %w", err)
+	}
+	return nil
+}
+
+// NeedLeaderElection is false: every replica signs workload certificates with its own
+// intermediate.
+func (c *CA) NeedLeaderElection() bool { return false }
+
+// Ready is a healthz.Checker: it fails until an intermediate is published, and once the
+// published one has expired, with what keeps a new one from being issued.
+func (c *CA) Ready(*http.Request) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.published != nil && time.Now().Before(c.published.Signer().NotAfter) {
+		return nil
+	}
+	msg := "no intermediate CA from cert-manager yet"
+	if c.published != nil {
+		msg = "the intermediate CA from cert-manager has expired"
+	}
+	if c.lastErr != nil {
+		return fmt.Errorf("%s: %w", msg, c.lastErr)
+	}
+	return errors.New(msg)
+}
+
+// Start requests an intermediate, publishes it and renews it until ctx is done.
+func (c *CA) Start(ctx context.Context) error {
+	if c.watches == nil {
+		return errors.New("the cert-manager CA backend must be added with SetupWithManager")
+	}
+	ref := c.opts.IssuerRef
+	log := ctrl.LoggerFrom(ctx).WithName("cert-manager-ca").WithValues("issuerKind", ref.Kind, "issuerName", ref.Name, "replica", c.opts.Replica)
+	ctx = ctrl.LoggerInto(ctx, log)
+	c.watch(ctx)
+	backoff := c.firstBackoff
+	for {
+		renewAt, err := c.issue(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.setLastError(err)
+		var delay time.Duration
+		if err != nil {
+			log.Error(err, "Failed to get an intermediate CA from cert-manager; retrying", "retryAfter", backoff)
+			delay = backoff
+			backoff = min(2*backoff, maxBackoff)
+		} else {
+			log.Info("Scheduled the renewal of the intermediate CA", "renewAt", renewAt)
+			// The floor keeps an issuer that grants almost no lifetime from spinning the loop.
+			delay = max(time.Until(renewAt), time.Second)
+			backoff = c.firstBackoff
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-timer.C:
+		}
+	}
+}
+
+// watch starts the private cache; every change of this replica's CertificateRequests wakes the
+// wait for issuance. Without it the wait reads the request every CheckInterval.
+func (c *CA) watch(ctx context.Context) {
+	log := ctrl.LoggerFrom(ctx)
+	wakeUp := func() {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	informer, err := c.watches.GetInformer(ctx, &cmapi.CertificateRequest{}, cache.BlockUntilSynced(false))
+	if err == nil {
+		_, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { wakeUp() },
+			UpdateFunc: func(any, any) { wakeUp() },
+			DeleteFunc: func(any) { wakeUp() },
+		})
+	}
+	if err != nil {
+		log.Error(err, "Failed to watch CertificateRequests; relying on the periodic check")
+		return
+	}
+	go func() {
+		if err := c.watches.Start(ctx); err != nil {
+			log.Error(err, "Watching CertificateRequests stopped; relying on the periodic check")
+		}
+	}()
+}
+
+// issue gets a new intermediate from cert-manager, publishes it, cleans up old requests and
+// returns when to renew.
+func (c *CA) issue(ctx context.Context) (time.Time, error) {
+	log := ctrl.LoggerFrom(ctx)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("generating the intermediate CA key: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("encoding the intermediate CA key: %w", err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	csrPEM, err := newCSR(key, c.opts.TrustDomain)
+	if err != nil {
+		return time.Time{}, err
+	}
+	cr := &cmapi.CertificateRequest{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:    c.opts.Namespace,
+			GenerateName: "meshlift-ca-",
+			Labels:       c.requestLabels(),
+		},
+		Spec: cmapi.CertificateRequestSpec{
+			Duration:  &metav1.Duration{Duration: c.opts.Duration},
+			IssuerRef: c.opts.IssuerRef,
+			Request:   csrPEM,
+			IsCA:      true,
+			Usages:    intermediateUsages,
+		},
+	}
+	log.Info("Requesting an intermediate CA from cert-manager", "duration", c.opts.Duration)
+	if err := c.writer.Create(ctx, cr); err != nil {
+		if meta.IsNoMatchError(err) {
+			return time.Time{}, fmt.Errorf("cert-manager's CertificateRequest API is not served by this cluster (is cert-manager installed?): %w", err)
+		}
+		return time.Time{}, fmt.Errorf("failed to create a CertificateRequest in namespace %s: %w", c.opts.Namespace, err)
+	}
+	ctx = ctrl.LoggerInto(ctx, log.WithValues("certificateRequest", klog.KObj(cr)))
+	// Whatever becomes of this request, old ones go: retries after failures create requests too.
+	defer func() {
+		if ctx.Err() == nil {
+			c.cleanup(ctx, cr.Name)
+		}
+	}()
+	issued, err := c.waitForCertificate(ctx, client.ObjectKeyFromObject(cr))
+	if err != nil {
+		return time.Time{}, err
+	}
+	authority, err := authorityFromRequest(issued, keyPEM)
+	if err != nil {
+		return time.Time{}, err
+	}
+	c.publish(ctx, authority)
+	return renewalTime(authority.Signer()), nil
+}
+
+// waitForCertificate reads the CertificateRequest until it is issued or will never be.
+func (c *CA) waitForCertificate(ctx context.Context, key client.ObjectKey) (*cmapi.CertificateRequest, error) {
+	log := ctrl.LoggerFrom(ctx)
+	lastWaiting := ""
+	for {
+		cr := &cmapi.CertificateRequest{}
+		if err := c.reader.Get(ctx, key, cr); err != nil {
+			return nil, fmt.Errorf("failed to read CertificateRequest %s: %w", key, err)
+		}
+		state := stateOf(cr)
+		if state.Err != nil {
+			return nil, state.Err
+		}
+		if state.Issued {
+			return cr, nil
+		}
+		if state.Waiting != lastWaiting {
+			log.Info("Waiting for cert-manager to issue the intermediate CA", "waitingFor", state.Waiting)
+			lastWaiting = state.Waiting
+			c.setLastError(fmt.Errorf("CertificateRequest %s is waiting for %s", key, state.Waiting))
+		}
+		timer := time.NewTimer(c.opts.CheckInterval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-c.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+func (c *CA) publish(ctx context.Context, authority *identity.Authority) {
+	signer := authority.Signer()
+	ctrl.LoggerFrom(ctx).Info("Publishing the intermediate CA from cert-manager",
+		"bundle", identity.BundleFingerprint(authority.TrustBundle()),
+		"serialNumber", signer.SerialNumber.Text(16), "notAfter", signer.NotAfter)
+	c.holder.Set(authority)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.published = authority
+}
+
+// cleanup deletes the CertificateRequests requestsToDelete picks. Failing to is logged, not
+// fatal: the next request tries again.
+func (c *CA) cleanup(ctx context.Context, current string) {
+	log := ctrl.LoggerFrom(ctx)
+	requests := &cmapi.CertificateRequestList{}
+	selector := client.MatchingLabels{identity.LabelPartOf: identity.PartOf, LabelComponent: Component}
+	if err := c.reader.List(ctx, requests, client.InNamespace(c.opts.Namespace), selector); err != nil {
+		log.Error(err, "Failed to list CertificateRequests to clean up")
+		return
+	}
+	for _, name := range requestsToDelete(requests.Items, c.opts.Replica, current, c.opts.KeepRequests, c.opts.Duration, time.Now()) {
+		cr := &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Namespace: c.opts.Namespace, Name: name}}
+		log.V(1).Info("Deleting an old CertificateRequest", "old", klog.KObj(cr))
+		if err := c.writer.Delete(ctx, cr); err != nil && !apierrors.IsNotFound(err) {
+			log.Error(err, "Failed to delete an old CertificateRequest", "old", klog.KObj(cr))
+		}
+	}
+}
+
+func (c *CA) requestLabels() map[string]string {
+	return map[string]string{
+		identity.LabelPartOf: identity.PartOf,
+		LabelComponent:       Component,
+		LabelReplica:         c.opts.Replica,
+	}
+}
+
+func (c *CA) setLastError(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastErr = err
+}
