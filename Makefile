@@ -160,7 +160,7 @@ cluster-status: $(LOCAL_CLUSTER) ## Show what of the local cluster runs.
 	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) status
 
 .PHONY: images
-images: ## Build the image tarballs (operator, idle, demo) into bin/images.
+images: ## Build the image tarballs (operator, proxy, idle, demo) into bin/images.
 	$(call say,Building images (tag $(IMAGE_TAG)) into $(IMAGES_DIR))
 	go run ./hack/images --out $(IMAGES_DIR) --tag $(IMAGE_TAG)
 
@@ -179,6 +179,7 @@ deploy: manifests load-images $(KUSTOMIZE) ## Install the operator (config/defau
 .PHONY: docker-build
 docker-build: ## Build the images with Docker (for machines that have a Docker engine).
 	docker build --build-arg CMD=. --build-arg VERSION=$(VERSION) -t meshlift/meshlift-operator:$(IMAGE_TAG) .
+	docker build --build-arg CMD=./cmd/meshlift-proxy --build-arg VERSION=$(VERSION) -t meshlift/meshlift-proxy:$(IMAGE_TAG) .
 	docker build --build-arg CMD=./cmd/meshlift-idle --build-arg VERSION=$(VERSION) -t meshlift/meshlift-idle:$(IMAGE_TAG) .
 	docker build --build-arg CMD=./cmd/meshlift-demo --build-arg VERSION=$(VERSION) -t meshlift/meshlift-demo:$(IMAGE_TAG) .
 

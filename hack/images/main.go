@@ -3,7 +3,7 @@
 // writes <out>/<name>.tar, a `docker save`-style tarball for
 // `ctr -n k8s.io images import --all-platforms <out>/<name>.tar`.
 //
-//	go run ./hack/images --out bin/images --tag dev [operator|idle|demo ...]
+//	go run ./hack/images --out bin/images --tag dev [operator|proxy|idle|demo ...]
 //
 // With no names it builds every image. It prints one line per image: name, ref, tarball, size,
 // digest (of the manifest, as a registry would serve it) and image ID (the config's digest).
@@ -53,6 +53,7 @@ type image struct {
 // knownImages are the images in build order. Adding an image is one entry here.
 var knownImages = []image{
 	{name: "operator", pkg: ".", binary: "/meshlift", repository: "meshlift/meshlift-operator"},
+	{name: "proxy", pkg: "./cmd/meshlift-proxy", binary: "/meshlift-proxy", repository: "meshlift/meshlift-proxy"},
 	{name: "idle", pkg: "./cmd/meshlift-idle", binary: "/meshlift-idle", repository: "meshlift/meshlift-idle"},
 	{name: "demo", pkg: "./cmd/meshlift-demo", binary: "/meshlift-demo", repository: "meshlift/meshlift-demo", cmd: []string{"serve"}},
 }

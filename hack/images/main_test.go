@@ -26,6 +26,7 @@ func TestImageTable(t *testing.T) {
 		wantCmd        []string
 	}{
 		{name: "operator", wantPkg: ".", wantRef: "meshlift/meshlift-operator:v1.2.3", wantEntrypoint: []string{"/meshlift"}},
+		{name: "proxy", wantPkg: "./cmd/meshlift-proxy", wantRef: "meshlift/meshlift-proxy:v1.2.3", wantEntrypoint: []string{"/meshlift-proxy"}},
 		{name: "idle", wantPkg: "./cmd/meshlift-idle", wantRef: "meshlift/meshlift-idle:v1.2.3", wantEntrypoint: []string{"/meshlift-idle"}},
 		{name: "demo", wantPkg: "./cmd/meshlift-demo", wantRef: "meshlift/meshlift-demo:v1.2.3", wantEntrypoint: []string{"/meshlift-demo"}, wantCmd: []string{"serve"}},
 	}
@@ -62,10 +63,10 @@ func TestSelectImages(t *testing.T) {
 		wantNames []string
 		wantErr   string
 	}{
-		{name: "no names select every image in build order", wantNames: []string{"operator", "idle", "demo"}},
+		{name: "no names select every image in build order", wantNames: []string{"operator", "proxy", "idle", "demo"}},
 		{name: "names select those images in build order", names: []string{"demo", "idle"}, wantNames: []string{"idle", "demo"}},
 		{name: "a repeated name builds the image once", names: []string{"idle", "idle"}, wantNames: []string{"idle"}},
-		{name: "an unknown name is refused and the known ones are listed", names: []string{"idle", "proxy"}, wantErr: `unknown image "proxy" (known images: operator, idle, demo)`},
+		{name: "an unknown name is refused and the known ones are listed", names: []string{"idle", "envoy"}, wantErr: `unknown image "envoy" (known images: operator, proxy, idle, demo)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

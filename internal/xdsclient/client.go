@@ -42,6 +42,13 @@ type Handler interface {
 	Endpoints(a Assignment) error
 }
 
+// EndpointsSyncer is a Handler that wants to know when a whole EDS response was applied (also
+// one with no clusters): from then on it has every endpoint the control plane knows for the
+// clusters it asked for, so a new proxy can take traffic over without answering "no endpoints".
+type EndpointsSyncer interface {
+	EndpointsSynced()
+}
+
 // Options say where the control plane is and who this proxy is.
 type Options struct {
 	// Address is host:port of the control-plane server.
@@ -360,6 +367,9 @@ func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
 			if err := h.Endpoints(a); err != nil {
 				return err
 			}
+		}
+		if syncer, ok := h.(EndpointsSyncer); ok {
+			syncer.EndpointsSynced()
 		}
 		return nil
 	default:

@@ -78,7 +78,9 @@ type recorder struct {
 	certs     []*Certificate
 	bundles   [][]byte
 	endpoints map[string][]Endpoint
-	changed   chan struct{}
+	// synced counts EDS responses applied whole.
+	synced  int
+	changed chan struct{}
 }
 
 func newRecorder() *recorder {
@@ -107,6 +109,13 @@ func (r *recorder) Endpoints(a Assignment) error {
 	r.mu.Unlock()
 	r.changed <- struct{}{}
 	return nil
+}
+
+func (r *recorder) EndpointsSynced() {
+	r.mu.Lock()
+	r.synced++
+	r.mu.Unlock()
+	r.changed <- struct{}{}
 }
 
 func (r *recorder) wait(t *testing.T, cond func() bool) {
@@ -290,8 +299,11 @@ func TestClientGetsItsCertificateAndEndpointsAndAcks(t *testing.T) {
 	send(t, stream, TypeSecret, "1", f.signedSecret(t, first), bundleAny(t, f.server.authority.TrustBundle()))
 	send(t, stream, TypeAssignment, "7", assignmentAny(t, "http.api.shop", "10.244.0.5", "10.244.0.6"))
 	rec.wait(t, func() bool {
-		return len(rec.certs) == 1 && len(rec.bundles) == 1 && len(rec.endpoints["http.api.shop"]) == 2
+		return len(rec.certs) == 1 && len(rec.bundles) == 1 && len(rec.endpoints["http.api.shop"]) == 2 && rec.synced == 1
 	})
+	// A response with no clusters (none of the requested ones exists) is a sync too.
+	send(t, stream, TypeAssignment, "8")
+	rec.wait(t, func() bool { return rec.synced == 2 })
 	if rec.certs[0].Key != c.Key() {
 		t.Error("the certificate is not paired with the proxy's own key")
 	}
@@ -343,8 +355,8 @@ func TestClientNacksABadResponseAndKeepsWhatItHad(t *testing.T) {
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if len(rec.certs) != 1 || len(rec.bundles) != 0 || len(rec.endpoints) != 0 {
-		t.Errorf("a refused response reached the handler: %d certs, %d bundles, %d clusters", len(rec.certs), len(rec.bundles), len(rec.endpoints))
+	if len(rec.certs) != 1 || len(rec.bundles) != 0 || len(rec.endpoints) != 0 || rec.synced != 0 {
+		t.Errorf("a refused response reached the handler: %d certs, %d bundles, %d clusters, %d syncs", len(rec.certs), len(rec.bundles), len(rec.endpoints), rec.synced)
 	}
 }
 

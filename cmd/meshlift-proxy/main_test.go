@@ -1,0 +1,77 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func environment(overrides map[string]string) func(string) string {
+	base := map[string]string{
+		"MESHLIFT_SLOT":             "2",
+		"MESHLIFT_POD_NAME":         "web-0",
+		"MESHLIFT_POD_NAMESPACE":    "shop",
+		"MESHLIFT_SERVICE_ACCOUNT":  "web",
+		"MESHLIFT_TOKEN_FILE":       "/var/run/secrets/meshlift/token",
+		"MESHLIFT_CA_FILE":          "/var/run/secrets/meshlift/ca.crt",
+		"MESHLIFT_ANNOTATIONS_FILE": "/etc/meshlift/podinfo/annotations",
+		"MESHLIFT_HANDOFF_SOCKET":   "/var/run/meshlift/handoff.sock",
+	}
+	for k, v := range overrides {
+		base[k] = v
+	}
+	return func(name string) string { return base[name] }
+}
+
+var injectorArgs = []string{
+	"--meshservice=web", "--control-plane=meshlift-control-plane.meshlift-system.svc:15012",
+	"--inbound-port=15006", "--mtls-mode=STRICT", "--port=http:8080:HTTP",
+}
+
+func TestParseSettings(t *testing.T) {
+	s, err := parseSettings(append(injectorArgs, "--drain-timeout=7s", "--load-balancing=least-request"), environment(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.slot != 2 || s.adminPort != 15001 {
+		t.Errorf("slot %d admin port %d, want slot 2 on :15001", s.slot, s.adminPort)
+	}
+	if s.drainTimeout != 7*time.Second || s.loadBalancing != "least-request" || s.handoffTimeout != 30*time.Second {
+		t.Errorf("flags not applied: %+v", s)
+	}
+	if s.trustDomain != "cluster.local" || s.config.MeshService != "web" || s.config.InboundPort != 15006 {
+		t.Errorf("defaults or injector arguments not applied: %+v", s)
+	}
+
+	single, err := parseSettings(injectorArgs, environment(map[string]string{"MESHLIFT_SLOT": "", "MESHLIFT_ANNOTATIONS_FILE": ""}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if single.slot != 0 || single.adminPort != 15000 {
+		t.Errorf("a single proxy is slot %d on :%d, want slot 0 on :15000", single.slot, single.adminPort)
+	}
+}
+
+func TestParseSettingsRefuses(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		"bad slot":            {env: map[string]string{"MESHLIFT_SLOT": "3"}, want: "MESHLIFT_SLOT must be 0, 1 or 2"},
+		"no token":            {env: map[string]string{"MESHLIFT_TOKEN_FILE": ""}, want: "MESHLIFT_TOKEN_FILE is required"},
+		"no annotations":      {env: map[string]string{"MESHLIFT_ANNOTATIONS_FILE": ""}, want: "MESHLIFT_ANNOTATIONS_FILE is required"},
+		"bad admin port":      {env: map[string]string{"MESHLIFT_ADMIN_PORT": "http"}, want: "MESHLIFT_ADMIN_PORT must be a port number"},
+		"unknown flag":        {args: []string{"--colour=blue"}, want: "proxy flags"},
+		"stray argument":      {args: []string{"extra"}, want: "unexpected arguments"},
+		"bad load balancing":  {args: []string{"--load-balancing=random"}, want: "--load-balancing must be"},
+		"bad injector values": {args: []string{"--inbound-port=0"}, want: "--inbound-port"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := parseSettings(append(append([]string{}, injectorArgs...), tc.args...), environment(tc.env))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

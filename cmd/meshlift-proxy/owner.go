@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshlift/meshlift/internal/buildinfo"
+	"github.com/meshlift/meshlift/internal/handoff"
+	"github.com/meshlift/meshlift/internal/proxy"
+	"github.com/meshlift/meshlift/internal/proxyadmin"
+	"github.com/meshlift/meshlift/internal/proxyconfig"
+)
+
+// owner decides who holds the listening sockets (ARCHITECTURE.md section 6): it waits until the
+// pod's active-slot annotation names this slot, takes the sockets over from the process that
+// answers on the handoff socket (or binds them fresh when none does), then offers them to the
+// next version and goes idle, ready to resume if that one dies.
+type owner struct {
+	s     settings
+	proxy *proxy.Proxy
+	state *proxyadmin.State
+	// configured closes once the proxy has a certificate and its upstreams' endpoints.
+	configured <-chan struct{}
+	log        logr.Logger
+
+	listeners map[string]net.Listener
+	// predecessor stays open for the life of the process: the idle old process learns from its
+	// closing that this one died and resumes accepting.
+	predecessor *handoff.Conn
+	// successor is the connection to the process that took the listeners over, while idle.
+	successor *handoff.Conn
+
+	handoffs        *prometheus.CounterVec
+	handoffDuration *prometheus.HistogramVec
+}
+
+func (o *owner) run(ctx context.Context) error {
+	o.handoffs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshlift_proxy_handoffs_total", Help: "Listener handoffs by side (took-over, handed-off, resumed) and result.",
+	}, []string{"side", "result"})
+	o.handoffDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meshlift_proxy_handoff_duration_seconds", Help: "Time from HELLO to DRAINED, by side.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	}, []string{"side"})
+	if err := o.state.Register(o.handoffs, o.handoffDuration); err != nil {
+		return fmt.Errorf("registering handoff metrics: %w", err)
+	}
+	if err := o.waitMayOwn(ctx); err != nil {
+		return nil //nolint:nilerr // stopped before owning anything: nothing to drain
+	}
+	if err := o.acquire(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer func() {
+		if o.predecessor != nil {
+			_ = o.predecessor.Close()
+		}
+	}()
+	if o.s.slot == 0 {
+		<-ctx.Done()
+	} else if err := o.serveHandoffs(ctx); err != nil {
+		return err
+	}
+	return o.shutdown()
+}
+
+// waitMayOwn returns once this slot may own the listeners, or with ctx's error.
+func (o *owner) waitMayOwn(ctx context.Context) error {
+	logged := false
+	for {
+		if o.mayOwn() {
+			return nil
+		}
+		if !logged {
+			o.log.Info("Waiting until the pod's active-slot annotation names this slot", "file", o.s.annotationsFile)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (o *owner) mayOwn() bool {
+	if o.s.slot == 0 {
+		return true
+	}
+	data, err := os.ReadFile(o.s.annotationsFile)
+	if err != nil {
+		return false
+	}
+	annotations, err := proxyconfig.ParseAnnotations(data)
+	if err != nil {
+		o.log.Error(err, "Cannot read the pod's annotations", "file", o.s.annotationsFile)
+		return false
+	}
+	return proxyconfig.MayOwnListeners(o.s.slot, annotations)
+}
+
+// acquire takes the listeners over from a running owner or binds them, and starts serving once
+// the proxy is configured (certificate and endpoints).
+func (o *owner) acquire(ctx context.Context) error {
+	if o.s.slot > 0 {
+		conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: o.s.handoffSocket, Net: "unix"})
+		if err == nil {
+			return o.takeOver(ctx, handoff.NewConn(conn, o.s.drainTimeout+10*time.Second))
+		}
+		o.log.Info("No process answers on the handoff socket; binding the listeners", "socket", o.s.handoffSocket, "reason", err.Error())
+	}
+	var listeners map[string]net.Listener
+	for {
+		var err error
+		if listeners, err = o.proxy.Bind(); err == nil {
+			break
+		}
+		o.log.Error(err, "Cannot bind the listeners; retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	o.state.SetRole(proxyadmin.RoleWaiting)
+	select {
+	case <-ctx.Done():
+		closeListeners(listeners)
+		return ctx.Err()
+	case <-o.configured:
+	}
+	if err := o.proxy.Start(listeners); err != nil {
+		closeListeners(listeners)
+		return fmt.Errorf("starting the listeners: %w", err)
+	}
+	o.listeners = listeners
+	o.state.SetRole(proxyadmin.RoleActive)
+	o.log.Info("Serving on freshly bound listeners", "listeners", len(listeners))
+	return nil
+}
+
+// takeOver is the new process's side of the handoff.
+func (o *owner) takeOver(ctx context.Context, conn *handoff.Conn) error {
+	started := time.Now()
+	listeners, err := handoff.Request(conn, buildinfo.Version, o.s.slot)
+	if err != nil {
+		_ = conn.Close()
+		o.handoffs.WithLabelValues("took-over", "failed").Inc()
+		return fmt.Errorf("requesting the listeners from the running proxy: %w", err)
+	}
+	o.state.SetRole(proxyadmin.RoleWaiting)
+	o.log.Info("Received the listeners; waiting for a certificate and endpoints before taking over", "listeners", len(listeners))
+	giveUp := func(reason string) {
+		_ = conn.Send(handoff.Message{Type: handoff.TypeError, Reason: reason})
+		_ = conn.Close()
+		closeListeners(listeners)
+		o.handoffs.WithLabelValues("took-over", "failed").Inc()
+	}
+	select {
+	case <-ctx.Done():
+		giveUp("the new process is stopping")
+		return ctx.Err()
+	case <-time.After(o.s.handoffTimeout):
+		giveUp("no certificate and endpoints within the handoff timeout")
+		return fmt.Errorf("no certificate and endpoints from the control plane within %s; the running proxy keeps the listeners", o.s.handoffTimeout)
+	case <-o.configured:
+	}
+	if o.s.takeoverDelay > 0 {
+		o.log.Info("Holding the listeners without accepting before TAKEOVER (MESHLIFT_DEBUG_TAKEOVER_DELAY)", "delay", o.s.takeoverDelay.String())
+		time.Sleep(o.s.takeoverDelay)
+	}
+	if err := o.proxy.Start(listeners); err != nil {
+		giveUp("cannot serve on the listeners")
+		return fmt.Errorf("starting the listeners: %w", err)
+	}
+	o.listeners = listeners
+	o.predecessor = conn
+	o.state.SetRole(proxyadmin.RoleActive)
+	if err := handoff.Takeover(conn); err != nil {
+		// The old process stops accepting when it reads TAKEOVER; if it died instead, the
+		// sockets are ours all the same.
+		o.log.Error(err, "The old process did not confirm its drain; serving anyway")
+		o.handoffs.WithLabelValues("took-over", "unconfirmed").Inc()
+	} else {
+		o.handoffs.WithLabelValues("took-over", "ok").Inc()
+	}
+	o.handoffDuration.WithLabelValues("took-over").Observe(time.Since(started).Seconds())
+	o.log.Info("Took over the listeners", "duration", time.Since(started).String())
+	return nil
+}
+
+// serveHandoffs answers on the handoff socket until ctx ends: it gives the listeners to a new
+// process, drains, idles while that process lives, and resumes if it dies.
+func (o *owner) serveHandoffs(ctx context.Context) error {
+	for {
+		l, err := listenHandoff(o.s.handoffSocket)
+		if err != nil {
+			return err
+		}
+		handedOff, err := o.acceptHandoff(ctx, l)
+		_ = l.Close()
+		if err != nil || !handedOff {
+			return err
+		}
+		// Idle: the new process serves. Wait until it dies (resume) or we are stopped.
+		if err := o.predecessorOf(ctx); err != nil {
+			return nil //nolint:nilerr // stopped while idle
+		}
+	}
+}
+
+// acceptHandoff serves the socket until one handoff succeeded (true) or ctx ends (false).
+func (o *owner) acceptHandoff(ctx context.Context, l *net.UnixListener) (bool, error) {
+	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
+	defer stop()
+	for {
+		conn, err := l.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, nil
+			}
+			return false, fmt.Errorf("accepting on the handoff socket: %w", err)
+		}
+		if o.offer(handoff.NewConn(conn, o.s.handoffTimeout+o.s.drainTimeout)) {
+			return true, nil
+		}
+	}
+}
+
+// offer gives the listeners to the peer; true when it took them over and this process drained.
+func (o *owner) offer(conn *handoff.Conn) bool {
+	started := time.Now()
+	named := make([]handoff.NamedListener, 0, len(o.listeners))
+	for name, l := range o.listeners {
+		tcp, ok := l.(*net.TCPListener)
+		if !ok {
+			o.log.Error(nil, "Listener is not TCP; cannot hand it off", "listener", name)
+			_ = conn.Close()
+			return false
+		}
+		named = append(named, handoff.NamedListener{Name: name, Listener: tcp})
+	}
+	hello, err := handoff.Offer(conn, o.s.slot, named)
+	if err != nil {
+		o.log.Error(err, "Handoff did not happen; keeping the listeners")
+		o.handoffs.WithLabelValues("handed-off", "failed").Inc()
+		_ = conn.Close()
+		return false
+	}
+	log := o.log.WithValues("peerVersion", hello.Version, "peerSlot", hello.Slot)
+	log.Info("The new process took over; draining")
+	o.proxy.StopAccepting()
+	o.state.SetRole(proxyadmin.RoleDraining)
+	drainCtx, cancel := context.WithTimeout(context.Background(), o.s.drainTimeout)
+	if err := o.proxy.Drain(drainCtx); err != nil {
+		log.Info("Drain timed out; closing what is left", "error", err.Error())
+	}
+	cancel()
+	if err := handoff.Drained(conn); err != nil {
+		log.Error(err, "Cannot report DRAINED")
+	}
+	o.state.SetRole(proxyadmin.RoleIdle)
+	o.handoffs.WithLabelValues("handed-off", "ok").Inc()
+	o.handoffDuration.WithLabelValues("handed-off").Observe(time.Since(started).Seconds())
+	log.Info("Drained; idle until the new process exits", "duration", time.Since(started).String())
+	o.successor = conn
+	return true
+}
+
+// predecessorOf waits while idle; it returns nil after resuming because the successor died, or
+// ctx's error.
+func (o *owner) predecessorOf(ctx context.Context) error {
+	conn := o.successor
+	o.successor = nil
+	defer func() { _ = conn.Close() }()
+	if err := conn.WaitPeerGone(ctx); err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	o.log.Info("The new process is gone; resuming on the listeners")
+	if err := o.proxy.ResumeAccepting(); err != nil {
+		o.handoffs.WithLabelValues("resumed", "failed").Inc()
+		return fmt.Errorf("resuming on the listeners: %w", err)
+	}
+	o.state.SetRole(proxyadmin.RoleActive)
+	o.handoffs.WithLabelValues("resumed", "ok").Inc()
+	return nil
+}
+
+// shutdown is the non-hot path (SIGTERM): stop accepting, drain, exit. An idle process has
+// nothing to drain.
+func (o *owner) shutdown() error {
+	if o.state.Role() == proxyadmin.RoleIdle {
+		o.log.Info("Stopping while idle")
+		return nil
+	}
+	o.log.Info("Stopping: draining", "timeout", o.s.drainTimeout.String())
+	o.state.SetRole(proxyadmin.RoleDraining)
+	o.proxy.StopAccepting()
+	ctx, cancel := context.WithTimeout(context.Background(), o.s.drainTimeout)
+	defer cancel()
+	if err := o.proxy.Drain(ctx); err != nil {
+		o.log.Info("Drain timed out; closing what is left", "error", err.Error())
+	}
+	closeListeners(o.listeners)
+	return nil
+}
+
+// listenHandoff binds the handoff socket, replacing a stale file. The file is never unlinked on
+// close: after a handoff it belongs to the new process.
+func listenHandoff(path string) (*net.UnixListener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing the old handoff socket: %w", err)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listening on the handoff socket: %w", err)
+	}
+	l.SetUnlinkOnClose(false)
+	return l, nil
+}
+
+func closeListeners(ls map[string]net.Listener) {
+	for _, l := range ls {
+		_ = l.Close()
+	}
+}

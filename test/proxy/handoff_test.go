@@ -1,0 +1,190 @@
+package proxy_test
+
+import (
+	"testing"
+	"time"
+)
+
+// loadDuration is how long each test's traffic runs; the handoff happens in its middle.
+const loadDuration = 8 * time.Second
+
+// TestHandoffUnderLoad hot-upgrades one proxy (the server side: inbound listener; the client
+// side: outbound listener) from the old binary in slot 1 to the new binary in slot 2 while
+// keep-alive, new-connection and h2c traffic runs: no request fails, no connection is refused.
+func TestHandoffUnderLoad(t *testing.T) {
+	for _, side := range []string{"server", "client"} {
+		t.Run(side, func(t *testing.T) {
+			m := newMesh(t)
+			w := m.echo
+			if side == "client" {
+				w = m.client
+			}
+			old := w.running[1]
+			loads := startLoads(t, m.target, loadDuration)
+			time.Sleep(2 * time.Second)
+
+			w.setActiveSlot(t, 2)
+			started := time.Now()
+			next := w.start(t, bin.proxyNew, 2)
+			next.waitRole(t, "active")
+			old.waitRole(t, "idle")
+			t.Logf("the new process took over and the old one drained within %s", time.Since(started))
+
+			for _, l := range loads {
+				r := l.wait(t)
+				if r.Failed != 0 || r.OK == 0 {
+					t.Errorf("traffic failed during the handoff: %s", r)
+				}
+			}
+			if n := next.metric(t, `meshlift_proxy_handoffs_total{result="ok",side="took-over"}`); n != 1 {
+				t.Errorf("the new process counts %v successful takeovers, want 1", n)
+			}
+			if n := old.metric(t, `meshlift_proxy_handoffs_total{result="ok",side="handed-off"}`); n != 1 {
+				t.Errorf("the old process counts %v successful handoffs, want 1", n)
+			}
+			// The new process carries the traffic now.
+			after := startLoad(t, m.target, "keepalive", 100, 2*time.Second).wait(t)
+			if after.Failed != 0 || after.OK == 0 {
+				t.Errorf("traffic after the handoff: %s", after)
+			}
+			if !old.holds() {
+				t.Errorf("the idle old process exited; it must stay to resume if the new one dies")
+			}
+		})
+	}
+}
+
+// TestNewProcessKilledBeforeTakeover kills the new process after it received the listeners but
+// before it sent TAKEOVER: the old process never stopped accepting, so nothing fails, and it
+// still hands over to the next process that asks.
+func TestNewProcessKilledBeforeTakeover(t *testing.T) {
+	m := newMesh(t)
+	old := m.echo.running[1]
+	loads := startLoads(t, m.target, loadDuration)
+	time.Sleep(2 * time.Second)
+
+	m.echo.setActiveSlot(t, 2)
+	doomed := m.echo.start(t, bin.proxyNew, 2, "MESHLIFT_DEBUG_TAKEOVER_DELAY=1h")
+	doomed.waitRole(t, "waiting")
+	doomed.kill(t)
+	time.Sleep(time.Second)
+	if role := old.role(); role != "active" {
+		t.Fatalf("the old process is %q after the new one died before TAKEOVER, want active", role)
+	}
+	for _, l := range loads {
+		if r := l.wait(t); r.Failed != 0 || r.OK == 0 {
+			t.Errorf("traffic failed: %s", r)
+		}
+	}
+	if n := old.metric(t, `meshlift_proxy_handoffs_total{result="failed",side="handed-off"}`); n != 1 {
+		t.Errorf("the old process counts %v failed handoffs, want 1", n)
+	}
+
+	// The next attempt succeeds.
+	next := m.echo.start(t, bin.proxyNew, 2)
+	next.waitRole(t, "active")
+	old.waitRole(t, "idle")
+	if r := startLoad(t, m.target, "keepalive", 100, 2*time.Second).wait(t); r.Failed != 0 || r.OK == 0 {
+		t.Errorf("traffic after the second handoff: %s", r)
+	}
+}
+
+// TestNewProcessKilledAfterTakeover kills the new process once it owns the listeners and the old
+// one is idle: the old process resumes accepting on the same sockets. No connection is refused
+// (the listening sockets never closed); only requests the killed process was serving at that
+// instant can fail, and traffic after the resume is clean.
+func TestNewProcessKilledAfterTakeover(t *testing.T) {
+	m := newMesh(t)
+	old := m.echo.running[1]
+	m.echo.setActiveSlot(t, 2)
+	doomed := m.echo.start(t, bin.proxyNew, 2)
+	doomed.waitRole(t, "active")
+	old.waitRole(t, "idle")
+
+	loads := startLoads(t, m.target, loadDuration)
+	time.Sleep(3 * time.Second)
+	doomed.kill(t)
+	old.waitRole(t, "active")
+	for _, l := range loads {
+		r := l.wait(t)
+		if r.Failures["connect_refused"] != 0 {
+			t.Errorf("connections were refused while the old process resumed: %s", r)
+		}
+		// At most the requests in flight in the killed process (the load's concurrency).
+		if r.Failed > 8 || r.OK == 0 {
+			t.Errorf("more requests failed than were in flight when the process was killed: %s", r)
+		}
+	}
+	if n := old.metric(t, `meshlift_proxy_handoffs_total{result="ok",side="resumed"}`); n != 1 {
+		t.Errorf("the old process counts %v resumes, want 1", n)
+	}
+	for _, l := range startLoads(t, m.target, 2*time.Second) {
+		if r := l.wait(t); r.Failed != 0 || r.OK == 0 {
+			t.Errorf("traffic after the resume: %s", r)
+		}
+	}
+}
+
+// TestShutdownDrains stops a proxy with SIGTERM (the non-hot path: pod deletion) while a slow
+// stream of keep-alive traffic runs through it: it stops accepting, finishes what it serves and
+// exits 0 within its drain timeout.
+func TestShutdownDrains(t *testing.T) {
+	m := newMesh(t)
+	p := m.echo.running[1]
+	l := startLoad(t, m.target, "keepalive", 50, 3*time.Second)
+	time.Sleep(time.Second)
+	started := time.Now()
+	p.stop(30 * time.Second)
+	if p.err != nil {
+		t.Errorf("the proxy exited with %v after SIGTERM, want 0", p.err)
+	}
+	if d := time.Since(started); d > 15*time.Second {
+		t.Errorf("the proxy took %s to exit, more than its drain timeout (10s) allows", d)
+	}
+	r := l.wait(t)
+	if r.OK == 0 {
+		t.Errorf("no request got through before the shutdown: %s", r)
+	}
+	if r.Failures["bad_body"] != 0 {
+		t.Errorf("answers were cut while draining: %s", r)
+	}
+}
+
+// BenchmarkHandoff measures a hot upgrade of one proxy between real processes, as the rollout
+// controller drives it: the process in the other slot is replaced (the idle one exits at once on
+// SIGTERM), the active-slot annotation names that slot, and the new process starts; the time is
+// from its start until it owns the listeners (role active: the certificate arrived and TAKEOVER
+// was sent). Light keep-alive traffic runs throughout.
+func BenchmarkHandoff(b *testing.B) {
+	m := newMesh(b)
+	traffic := startLoad(b, m.target, "keepalive", 50, time.Hour)
+	binaries := map[int]string{1: bin.proxyOld, 2: bin.proxyNew}
+	slot := 1
+	var total time.Duration
+	b.ResetTimer()
+	for range b.N {
+		next := 3 - slot
+		if p := m.echo.running[next]; p != nil {
+			p.stop(10 * time.Second)
+		}
+		m.echo.setActiveSlot(b, next)
+		started := time.Now()
+		p := m.echo.start(b, binaries[next], next)
+		for p.role() != "active" {
+			if !p.holds() {
+				b.Fatalf("%s exited during the handoff: %v", p.name, p.err)
+			}
+			if time.Since(started) > timeout {
+				b.Fatalf("%s did not take over within %s", p.name, timeout)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		total += time.Since(started)
+		// The next round starts once the previous owner drained and idles.
+		m.echo.running[slot].waitRole(b, "idle")
+		slot = next
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/handoff")
+	_ = traffic
+}
