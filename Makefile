@@ -169,9 +169,9 @@ load-images: images cluster-up ## Load the image tarballs into the local cluster
 	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) load $(IMAGES_DIR)/*.tar
 
 .PHONY: deploy
-deploy: manifests load-images $(KUSTOMIZE) ## Install the operator (config/default) into the local cluster.
-	$(call say,Installing the operator from config/default into the local cluster)
-	$(KUSTOMIZE) build config/default | $(K) apply --server-side --force-conflicts -f -
+deploy: manifests load-images $(KUSTOMIZE) ## Install the operator (config/local: config/default for a cluster without DNS) into the local cluster.
+	$(call say,Installing the operator from config/local (config/default + a fixed control-plane ClusterIP) into the local cluster)
+	$(KUSTOMIZE) build config/local | $(K) apply --server-side --force-conflicts -f -
 	@# The image tag does not change between builds: restart so the pods run the image just loaded.
 	$(K) -n meshlift-system rollout restart deployment/meshlift-controller-manager
 	$(K) -n meshlift-system rollout status deployment/meshlift-controller-manager --timeout=3m

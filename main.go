@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -170,8 +171,11 @@ func run(ctx context.Context, opts options) error {
 		return err
 	}
 	if opts.controlPlane != "0" {
+		// Proxies dial --control-plane-address: its host is in the serving certificate too.
+		host, _, _ := net.SplitHostPort(opts.injection.ControlPlaneAddress)
 		cp, err := controlplane.Setup(ctx, mgr, holder, controlplane.Options{
 			Address: opts.controlPlane, TrustDomain: opts.trustDomain, Namespace: opts.namespace, LeafLifetime: opts.leafLifetime,
+			ExtraNames: []string{host},
 		})
 		if err != nil {
 			return err

@@ -247,6 +247,19 @@ func TestServingCertificate(t *testing.T) {
 	}
 }
 
+// A cluster without DNS reaches the server on a fixed ClusterIP: the certificate names it.
+func TestServingCertificateNamesExtraAddresses(t *testing.T) {
+	cp := startControlPlane(t, controlplane.Options{ExtraNames: []string{"10.96.0.20", "cp.example.test"}})
+	for _, name := range append(dnsNames(), "10.96.0.20", "cp.example.test") {
+		if err := handshake(cp, cp.holder.Current().Roots(), name); err != nil {
+			t.Errorf("a proxy cannot verify the server as %s: %v", name, err)
+		}
+	}
+	if err := handshake(cp, cp.holder.Current().Roots(), "10.96.0.21"); err == nil {
+		t.Error("the serving certificate is valid for another address")
+	}
+}
+
 func TestANewCSROnTheStreamIsSigned(t *testing.T) {
 	cp := startControlPlane(t, controlplane.Options{})
 	a := cp.workload(t, env.Namespace(t, "csr"), "a-1", "a", "a")

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,10 @@ type Options struct {
 	Namespace string
 	// ServiceName is the Service proxies reach the server through (default meshlift-control-plane).
 	ServiceName string
+	// ExtraNames are more names of the serving certificate, DNS names or IP addresses: the host
+	// of the address proxies are told to dial when it is not the Service's name (e.g. a fixed
+	// ClusterIP on a cluster without DNS).
+	ExtraNames []string
 	// LeafLifetime is the lifetime of workload certificates (default 24h).
 	LeafLifetime time.Duration
 	// ServingLifetime is the lifetime of the server's own certificate (default 24h); it is
@@ -135,7 +140,13 @@ func (o *Options) defaults() error {
 // DNSNames are the names of the server's certificate.
 func (o *Options) DNSNames() []string {
 	svc := o.ServiceName + "." + o.Namespace + ".svc"
-	return []string{svc, svc + ".cluster.local"}
+	names := []string{svc, svc + ".cluster.local"}
+	for _, extra := range o.ExtraNames {
+		if extra != "" && !slices.Contains(names, extra) {
+			names = append(names, extra)
+		}
+	}
+	return names
 }
 
 // TokenReviewer creates TokenReviews (client-go's TokenReviewInterface).

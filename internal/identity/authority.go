@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"sync"
 	"time"
@@ -120,18 +121,24 @@ func (a *Authority) SignWorkload(pub crypto.PublicKey, spiffeID string, lifetime
 	return a.sign(tmpl, pub, lifetime, now)
 }
 
-// SignServing issues a TLS server certificate for DNS names (the control plane's own serving
-// certificate, so proxies verify it with the same trust bundle).
-func (a *Authority) SignServing(pub crypto.PublicKey, dnsNames []string, lifetime time.Duration, now time.Time) (*Leaf, error) {
-	if len(dnsNames) == 0 {
-		return nil, errors.New("a serving certificate needs at least one DNS name")
+// SignServing issues a TLS server certificate for names, DNS names or IP addresses (the control
+// plane's own serving certificate, so proxies verify it with the same trust bundle).
+func (a *Authority) SignServing(pub crypto.PublicKey, names []string, lifetime time.Duration, now time.Time) (*Leaf, error) {
+	if len(names) == 0 {
+		return nil, errors.New("a serving certificate needs at least one name")
 	}
 	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: dnsNames[0]},
-		DNSNames:              dnsNames,
+		Subject:               pkix.Name{CommonName: names[0]},
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
+	}
+	for _, name := range names {
+		if ip := net.ParseIP(name); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, name)
+		}
 	}
 	return a.sign(tmpl, pub, lifetime, now)
 }

@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 )
@@ -35,6 +37,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "E2E_KUBECONFIG, E2E_LOCAL_CLUSTER and E2E_CLUSTER_STATE are not set: run the suite with `make test-e2e`")
 		os.Exit(1)
 	}
+	// API warnings (e.g. the validating webhook's) are logged through controller-runtime.
+	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	var err error
 	if cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot load", kubeconfig, err)

@@ -87,9 +87,9 @@ func podReady(pod *corev1.Pod) bool {
 	return false
 }
 
-// idleOnlyVersion runs the real meshlift-idle image in both slots. meshlift-proxy does not exist
-// yet (issue 6); with this version the injected layout (native sidecars, probes, volumes, the
-// startup hold) runs on the real kubelet all the same.
+// idleOnlyVersion runs the real meshlift-idle image in both slots: the injected layout (native
+// sidecars, probes, volumes, the startup hold) on the real kubelet, without the data path
+// (TestMeshedPodsTalkOverMTLS runs the real meshlift-proxy).
 func idleOnlyVersion(name string) *meshv1alpha1.SidecarVersion {
 	return gen.SidecarVersion(name, "1.0.0", func(v *meshv1alpha1.SidecarVersion) {
 		v.Spec.Image, v.Spec.IdleImage = "meshlift/meshlift-idle:dev", "meshlift/meshlift-idle:dev"

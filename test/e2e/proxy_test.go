@@ -1,0 +1,148 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/sidecar"
+	"github.com/meshlift/meshlift/internal/testutil/gen"
+	"github.com/meshlift/meshlift/internal/testutil/testenv"
+)
+
+// proxyVersion runs the real meshlift-proxy in the active slot and meshlift-idle in the idle one.
+func proxyVersion(name string) *meshv1alpha1.SidecarVersion {
+	return gen.SidecarVersion(name, "1.0.0", func(v *meshv1alpha1.SidecarVersion) {
+		v.Spec.Image, v.Spec.IdleImage = "meshlift/meshlift-proxy:dev", "meshlift/meshlift-idle:dev"
+	})
+}
+
+// TestMeshedPodsTalkOverMTLS runs the demo app with the real meshlift-proxy injected, and a
+// client pod whose app calls it through its own proxy's localhost listener: certificates come
+// from the operator's control plane (SDS, the pods' projected tokens verified by the API server),
+// endpoints from EDS, and every request crosses two proxies over mTLS.
+func TestMeshedPodsTalkOverMTLS(t *testing.T) {
+	ctx := context.Background()
+	ns := createNamespace(t, "e2e-mtls")
+	version := proxyVersion("e2e-mtls-proxy")
+	if err := k8s.Create(ctx, version); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), version) })
+
+	server := gen.MeshService("demo", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	caller := gen.MeshService("client", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	caller.Spec.Ports = nil
+	caller.Spec.Upstreams = []meshv1alpha1.Upstream{{MeshService: "demo", Port: "http", LocalPort: 18080}}
+	for _, ms := range []*meshv1alpha1.MeshService{server, caller} {
+		if err := k8s.Create(ctx, ms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The trust bundle is in the namespace before the first proxy starts.
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) (bool, string) {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: sidecar.CARootConfigMap}, cm); err != nil {
+			return false, err.Error()
+		}
+		return cm.Data[sidecar.CARootKey] != "", "the trust bundle ConfigMap is empty"
+	})
+
+	if err := k8s.Create(ctx, demoDeployment(ns, "demo", 2)); err != nil {
+		t.Fatal(err)
+	}
+	waitForMeshedPods(t, ns, "demo", 2)
+
+	// The client: a bounded load through its proxy's localhost listener. The pod succeeds only if
+	// every request got its echo.
+	loader := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: ns, Labels: map[string]string{"app": "client"}},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: ptr.To[int64](5),
+			Containers: []corev1.Container{{
+				Name: "load", Image: "meshlift/meshlift-demo:dev", ImagePullPolicy: corev1.PullIfNotPresent,
+				Args: []string{"load", "--target=http://127.0.0.1:18080/", "--mode=keepalive", "--rps=50", "--duration=10s", "--concurrency=4"},
+			}},
+		},
+	}
+	if err := k8s.Create(ctx, loader); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
+		pod := &corev1.Pod{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(loader), pod); err != nil {
+			return false, err.Error()
+		}
+		for _, s := range pod.Status.ContainerStatuses {
+			if s.Name == "load" && s.State.Terminated != nil {
+				if s.State.Terminated.ExitCode != 0 {
+					t.Fatalf("the load through two proxies failed (exit %d): %s", s.State.Terminated.ExitCode, s.State.Terminated.Message)
+				}
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("the client pod is %s", pod.Status.Phase)
+	})
+	// Both ends counted mTLS requests; no handshake failed.
+	pods, err := runningPods(ctx, ns, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := 0
+	for _, pod := range pods {
+		stats := string(get(t, fmt.Sprintf("http://%s:15000/stats", pod.Status.PodIP)))
+		served += sumMetric(stats, "meshlift_proxy_requests_total{")
+		if n := sumMetric(stats, "meshlift_proxy_tls_handshake_failures_total"); n != 0 {
+			t.Errorf("pod %s: %d TLS handshakes failed", pod.Name, n)
+		}
+	}
+	if served < 400 {
+		t.Errorf("the demo proxies served %d requests, want the client's 500", served)
+	}
+}
+
+// waitForMeshedPods waits until want pods of app run with their active proxy ready.
+func waitForMeshedPods(t *testing.T, ns, app string, want int) {
+	t.Helper()
+	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
+		pods, err := runningPods(ctx, ns, app)
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(pods) != want {
+			return false, fmt.Sprintf("%d of %d %s pods run and are ready", len(pods), want, app)
+		}
+		for _, pod := range pods {
+			if !sidecar.ProxyReady(&pod) {
+				return false, fmt.Sprintf("pod %s: the active proxy is not ready", pod.Name)
+			}
+		}
+		return true, ""
+	})
+}
+
+// sumMetric adds the values of the Prometheus text lines that start with prefix.
+func sumMetric(stats, prefix string) int {
+	total := 0
+	for _, line := range strings.Split(stats, "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v); err == nil {
+			total += int(v)
+		}
+	}
+	return total
+}
