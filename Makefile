@@ -27,6 +27,8 @@ CLUSTER_STATE ?= /var/lib/meshlift-local-cluster
 CLUSTER_KUBECONFIG ?= $(CLUSTER_STATE)/admin.kubeconfig
 IMAGE_TAG ?= dev
 IMAGES_DIR ?= $(LOCALBIN)/images
+# The proxy versions the demo's SidecarVersions name (config/demo): meshlift/meshlift-proxy:<v>.
+DEMO_PROXY_VERSIONS ?= 1.0.0 2.0.0
 K = $(KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
@@ -130,11 +132,18 @@ run: install ## Run the operator on this machine against the current kubeconfig.
 
 .PHONY: demo
 demo: deploy ## Everything: cluster, images, operator, demo app; then a summary of what runs.
-	$(call say,Installing the demo: SidecarVersions proxy-v1 (default) and proxy-v2, MeshService demo, 3 demo pods)
-	$(KUSTOMIZE) build config/demo | $(K) apply --server-side -f -
+	$(call say,Installing the demo mesh: SidecarVersions proxy-v1 (default) and proxy-v2, namespace meshlift-demo, MeshService demo)
+	$(KUSTOMIZE) build config/demo/mesh | $(K) apply --server-side -f -
+	$(call say,Waiting until the injector answers (a server-side dry run of a demo pod gets the sidecar))
+	@for i in $$(seq 90); do \
+	  $(K) -n meshlift-demo run injector-probe --image=meshlift/meshlift-demo:dev --labels=app=demo --dry-run=server \
+	    -o jsonpath='{.spec.initContainers[*].name}' 2>/dev/null | grep -q meshlift-proxy-1 && exit 0; sleep 1; \
+	done; echo "The injector did not answer within 90s: see $(K) -n meshlift-system logs deploy/meshlift-controller-manager"; exit 1
+	$(call say,Installing the demo app: 3 replicas of meshlift-demo, each with the meshlift-proxy sidecar)
+	$(KUSTOMIZE) build config/demo/app | $(K) apply --server-side -f -
 	$(K) -n meshlift-demo rollout status deployment/demo --timeout=3m
 	@for i in $$(seq 60); do \
-	  [ "$$($(K) -n meshlift-demo get meshservice demo -o jsonpath='{.status.pods.ready}')" = 3 ] && break; sleep 1; \
+	  [ "$$($(K) -n meshlift-demo get meshservice demo -o jsonpath='{.status.pods.injected}/{.status.pods.ready}')" = 3/3 ] && break; sleep 1; \
 	done
 	@echo; $(K) get nodes -o wide; echo; $(K) -n meshlift-system get pods; echo; $(K) -n meshlift-demo get pods -o wide; \
 	echo; $(K) get sidecarversions; echo; $(K) -n meshlift-demo get meshservices; echo
@@ -144,6 +153,7 @@ demo: deploy ## Everything: cluster, images, operator, demo app; then a summary 
 	@echo "  try:          $(KUBECTL) -n meshlift-demo get meshservice demo -o yaml   # status: pods, version, conditions"
 	@echo "                $(KUBECTL) -n meshlift-demo scale deployment demo --replicas=5  # watch status.pods follow"
 	@echo "                $(KUBECTL) -n meshlift-system logs deploy/meshlift-controller-manager"
+	@echo "                curl http://$$($(K) -n meshlift-demo get pods -o jsonpath='{.items[0].status.podIP}'):15000/stats   # a sidecar's role, certificate, traffic"
 	@echo "  stop it:      make cluster-down"
 
 .PHONY: cluster-up
@@ -160,13 +170,15 @@ cluster-status: $(LOCAL_CLUSTER) ## Show what of the local cluster runs.
 	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) status
 
 .PHONY: images
-images: ## Build the image tarballs (operator, proxy, idle, demo) into bin/images.
+images: ## Build the image tarballs (operator, proxy, idle, demo; and the demo's proxy versions) into bin/images.
 	$(call say,Building images (tag $(IMAGE_TAG)) into $(IMAGES_DIR))
 	go run ./hack/images --out $(IMAGES_DIR) --tag $(IMAGE_TAG)
+	$(call say,Building the demo's proxy versions ($(DEMO_PROXY_VERSIONS)) into $(IMAGES_DIR)/proxy-<version>)
+	@for v in $(DEMO_PROXY_VERSIONS); do go run ./hack/images --out $(IMAGES_DIR)/proxy-$$v --tag $$v proxy || exit 1; done
 
 .PHONY: load-images
 load-images: images cluster-up ## Load the image tarballs into the local cluster.
-	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) load $(IMAGES_DIR)/*.tar
+	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) load $(IMAGES_DIR)/*.tar $(IMAGES_DIR)/proxy-*/*.tar
 
 .PHONY: deploy
 deploy: manifests load-images $(KUSTOMIZE) ## Install the operator (config/local: config/default for a cluster without DNS) into the local cluster.
