@@ -144,8 +144,13 @@ func HasProxyReadinessGate(pod *corev1.Pod) bool {
 }
 
 // ProxyReadyCondition is the meshlift.io/proxy-ready condition the pod should have: True once
-// the active proxy container is ready.
+// the active proxy container is ready, False while an InPlace upgrade took the pod out of the
+// endpoints (meshlift.io/eds-excluded), so Services stop sending it traffic too.
 func ProxyReadyCondition(pod *corev1.Pod) corev1.PodCondition {
+	if pod.Annotations[meshv1alpha1.AnnotationEDSExcluded] == "true" {
+		return corev1.PodCondition{Type: meshv1alpha1.ReadinessGateProxyReady, Status: corev1.ConditionFalse,
+			Reason: "ExcludedForUpgrade", Message: "the proxy is being restarted by an InPlace upgrade (" + meshv1alpha1.AnnotationEDSExcluded + ")"}
+	}
 	if ProxyReady(pod) {
 		return corev1.PodCondition{Type: meshv1alpha1.ReadinessGateProxyReady, Status: corev1.ConditionTrue,
 			Reason: "ProxyReady", Message: "the active proxy container " + ActiveContainerName(pod) + " is ready"}

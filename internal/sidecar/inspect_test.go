@@ -49,6 +49,22 @@ func TestProxyReady(t *testing.T) {
 	}
 }
 
+func TestProxyReadyCondition(t *testing.T) {
+	ready := func(p *corev1.Pod) {
+		p.Status.InitContainerStatuses = append(p.Status.InitContainerStatuses, corev1.ContainerStatus{Name: "meshlift-proxy-1", Ready: true})
+	}
+	if c := sidecar.ProxyReadyCondition(gen.Pod("p", gen.Injected("web", "v1"), ready)); c.Status != corev1.ConditionTrue {
+		t.Errorf("a pod whose active proxy is ready gets %s (%s), want True", c.Status, c.Reason)
+	}
+	if c := sidecar.ProxyReadyCondition(gen.Pod("p", gen.Injected("web", "v1"))); c.Status != corev1.ConditionFalse {
+		t.Errorf("a pod whose active proxy is not ready gets %s, want False", c.Status)
+	}
+	excluded := gen.Pod("p", gen.Injected("web", "v1"), ready, gen.PodMeta(gen.SetAnnotations(meshv1alpha1.AnnotationEDSExcluded, "true")))
+	if c := sidecar.ProxyReadyCondition(excluded); c.Status != corev1.ConditionFalse || c.Reason != "ExcludedForUpgrade" {
+		t.Errorf("a pod excluded for an InPlace upgrade gets %s (%s), want False (ExcludedForUpgrade)", c.Status, c.Reason)
+	}
+}
+
 func TestSlotsOfAnInjectedPod(t *testing.T) {
 	ms := gen.MeshService("web")
 	v1 := gen.SidecarVersion("proxy-v1", "1.0.0")

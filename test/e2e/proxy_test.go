@@ -101,6 +101,15 @@ func TestMeshedPodsTalkOverMTLS(t *testing.T) {
 	}
 	served := 0
 	for _, pod := range pods {
+		// The real proxy is active in slot 1; slot 2 runs the idle image; nothing restarted.
+		if sidecar.ActiveSlot(&pod) != 1 || sidecar.SlotImage(&pod, 1) != version.Spec.Image || sidecar.SlotImage(&pod, 2) != version.Spec.IdleImage {
+			t.Errorf("pod %s: active slot %d, slot images %q and %q", pod.Name, sidecar.ActiveSlot(&pod), sidecar.SlotImage(&pod, 1), sidecar.SlotImage(&pod, 2))
+		}
+		for _, status := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+			if status.RestartCount != 0 || status.State.Running == nil || !status.Ready {
+				t.Errorf("pod %s: container %s: ready %v, running %v, %d restarts", pod.Name, status.Name, status.Ready, status.State.Running != nil, status.RestartCount)
+			}
+		}
 		stats := string(get(t, fmt.Sprintf("http://%s:15000/stats", pod.Status.PodIP)))
 		served += sumMetric(stats, "meshlift_proxy_requests_total{")
 		if n := sumMetric(stats, "meshlift_proxy_tls_handshake_failures_total"); n != 0 {
