@@ -39,6 +39,7 @@ import (
 	"github.com/meshlift/meshlift/internal/identity"
 	"github.com/meshlift/meshlift/internal/identity/builtin"
 	"github.com/meshlift/meshlift/internal/identity/certmanager"
+	"github.com/meshlift/meshlift/internal/rollout"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/webhookcert"
 	"github.com/meshlift/meshlift/webhooks"
@@ -167,7 +168,9 @@ func run(ctx context.Context, opts options) error {
 	if err := setupCA(mgr, opts, holder); err != nil {
 		return err
 	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: opts.trustDomain, CA: holder}); err != nil {
+	rolloutOpts := rollout.DefaultOptions()
+	rolloutOpts.IdleResources, rolloutOpts.FullIdleResources = opts.injection.IdleResources, opts.injection.FullIdleResources
+	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: opts.trustDomain, CA: holder, Rollout: &rolloutOpts}); err != nil {
 		return err
 	}
 	if opts.controlPlane != "0" {

@@ -16,6 +16,9 @@ import (
 // IndexPodVersion indexes pods by the SidecarVersion their active proxy runs.
 const IndexPodVersion = "meshlift.io/pod-version"
 
+// IndexPodMeshService indexes pods by the MeshService they were injected for.
+const IndexPodMeshService = "meshlift.io/pod-meshservice"
+
 // SetupIndexes registers the cache indexes the reconcilers list by.
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPodVersion, func(obj client.Object) []string {
@@ -26,6 +29,15 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	})
 	if err != nil {
 		return fmt.Errorf("failed to index pods by %s: %w", meshv1alpha1.AnnotationVersion, err)
+	}
+	err = mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPodMeshService, func(obj client.Object) []string {
+		if ms := obj.GetAnnotations()[meshv1alpha1.AnnotationMeshService]; ms != "" {
+			return []string{ms}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("failed to index pods by %s: %w", meshv1alpha1.AnnotationMeshService, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/rollout"
 )
 
 // Options configure the controllers.
@@ -16,6 +17,8 @@ type Options struct {
 	// CA publishes the mesh CA (filled by a backend of internal/identity). When set, the trust
 	// bundle controller publishes its bundle in every meshed namespace; when nil it does not run.
 	CA *identity.Holder
+	// Rollout are the rollout settings of the UpgradePlan controller (zero: rollout.DefaultOptions).
+	Rollout *rollout.Options
 }
 
 // Setup registers the cache indexes and every controller with the manager. main.go and the
@@ -36,6 +39,13 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	if err := (&ProxyReadinessReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the proxy readiness controller: %w", err)
+	}
+	rolloutOpts := rollout.DefaultOptions()
+	if opts.Rollout != nil {
+		rolloutOpts = *opts.Rollout
+	}
+	if err := NewUpgradePlanReconciler(mgr.GetClient(), mgr.GetEventRecorder("meshlift-rollout"), rolloutOpts).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the UpgradePlan controller: %w", err)
 	}
 	if opts.CA != nil {
 		if err := NewTrustBundleReconciler(mgr.GetClient(), opts.CA).SetupWithManager(mgr); err != nil {

@@ -22,6 +22,12 @@ const (
 	// operator resumes exactly where it stopped.
 	AnnotationUpgrade = "meshlift.io/upgrade"
 
+	// AnnotationResume on an UpgradePlan releases a step pause without a duration. Its value is
+	// "<targetVersion>/<step>" and releases the pauses of that step and the steps before it, for
+	// that target only, so a value left over from an earlier rollout releases nothing.
+	// kubectl meshlift upgrade resume writes it.
+	AnnotationResume = "meshlift.io/resume"
+
 	// AnnotationEDSExcluded set to "true" takes the pod out of the endpoints (EDS) the control
 	// plane sends to client proxies. The InPlace rollout sets it before it restarts a pod's proxy
 	// cold and removes it once the new proxy is ready.

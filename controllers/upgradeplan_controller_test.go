@@ -1,0 +1,267 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/controllers"
+	"github.com/meshlift/meshlift/internal/rollout"
+	"github.com/meshlift/meshlift/internal/sidecar"
+	"github.com/meshlift/meshlift/internal/testutil/gen"
+	"github.com/meshlift/meshlift/internal/testutil/testenv"
+)
+
+// envtest has no kubelet: these tests play its part. kubelet.sync starts every proxy container
+// whose image changed (status image := spec image) and reports it ready or not, as the test says.
+
+// rolloutFixture is a namespace with a MeshService "web" whose pods run version from.
+type rolloutFixture struct {
+	ns       string
+	from, to *meshv1alpha1.SidecarVersion
+	pods     []string
+}
+
+func newRolloutFixture(t *testing.T, prefix string, replicas int) *rolloutFixture {
+	t.Helper()
+	ctx := context.Background()
+	f := &rolloutFixture{ns: env.Namespace(t, prefix)}
+	resources := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+	}
+	f.from = gen.SidecarVersion(f.ns+"-v1", "1.0.0", func(v *meshv1alpha1.SidecarVersion) { v.Spec.Resources = resources })
+	f.to = gen.SidecarVersion(f.ns+"-v2", "2.0.0", func(v *meshv1alpha1.SidecarVersion) { v.Spec.Resources = resources })
+	for _, v := range []*meshv1alpha1.SidecarVersion{f.from, f.to} {
+		if err := env.Client.Create(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), v) })
+	}
+	ms := gen.MeshService("web", gen.PinVersion(f.from.Name), gen.MeshServiceMeta(gen.SetNamespace(f.ns)))
+	if err := env.Client.Create(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	for i := range replicas {
+		name := "web-" + strconv.Itoa(i)
+		pod := gen.Pod(name, gen.PodMeta(gen.SetNamespace(f.ns), gen.SetLabels("app", "web")))
+		injected := sidecar.Inject(pod, ms, f.from, sidecar.DefaultOptions())
+		if injected.Skipped != "" {
+			t.Fatalf("injection skipped: %s", injected.Message)
+		}
+		if err := env.Client.Create(ctx, injected.Pod); err != nil {
+			t.Fatal(err)
+		}
+		f.pods = append(f.pods, name)
+	}
+	f.sync(t, func(*corev1.Pod, string) bool { return true })
+	return f
+}
+
+// sync plays the kubelet once for every pod: each container runs its spec image, ready as
+// ready(pod, container) says.
+func (f *rolloutFixture) sync(t *testing.T, ready func(pod *corev1.Pod, container string) bool) {
+	t.Helper()
+	ctx := context.Background()
+	for _, name := range f.pods {
+		pod := &corev1.Pod{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, pod); err != nil {
+			t.Fatal(err)
+		}
+		now := metav1.Now()
+		statuses := func(containers []corev1.Container, previous []corev1.ContainerStatus) []corev1.ContainerStatus {
+			var out []corev1.ContainerStatus
+			for _, c := range containers {
+				// A kubelet that supports in-place resize reports the resources it applied.
+				s := corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: ready(pod, c.Name),
+					State:     corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
+					Resources: c.Resources.DeepCopy()}
+				for _, p := range previous {
+					if p.Name == c.Name {
+						s.RestartCount = p.RestartCount
+						if p.Image != c.Image {
+							s.RestartCount++
+						}
+					}
+				}
+				out = append(out, s)
+			}
+			return out
+		}
+		pod.Status.Phase = corev1.PodRunning
+		pod.Status.InitContainerStatuses = statuses(pod.Spec.InitContainers, pod.Status.InitContainerStatuses)
+		pod.Status.ContainerStatuses = statuses(pod.Spec.Containers, pod.Status.ContainerStatuses)
+		allReady := corev1.ConditionTrue
+		for _, s := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+			if !s.Ready && s.Name != sidecar.SlotContainerName(sidecar.IdleSlot(pod)) {
+				allReady = corev1.ConditionFalse
+			}
+		}
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: allReady, LastTransitionTime: now}}
+		if err := env.Client.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (f *rolloutFixture) list(t *testing.T) []corev1.Pod {
+	t.Helper()
+	pods := &corev1.PodList{}
+	if err := env.Client.List(context.Background(), pods, client.InNamespace(f.ns)); err != nil {
+		t.Fatal(err)
+	}
+	return pods.Items
+}
+
+func (f *rolloutFixture) plan(t *testing.T, name string) *meshv1alpha1.UpgradePlan {
+	t.Helper()
+	plan := &meshv1alpha1.UpgradePlan{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: name}, plan); err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+// inFlight counts the pods whose upgrade is in flight.
+func inFlight(pods []corev1.Pod) int {
+	n := 0
+	for i := range pods {
+		if value := pods[i].Annotations[meshv1alpha1.AnnotationUpgrade]; value != "" {
+			if s, err := rollout.DecodeState(value); err == nil && s.Active() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func TestAHotUpgradeMovesEveryPodThroughItsIdleSlot(t *testing.T) {
+	f := newRolloutFixture(t, "rollout-hot", 3)
+	plan := gen.UpgradePlan("to-v2", f.to.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+	if err := env.Client.Create(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	maxInFlight := 0
+	testenv.Eventually(t, 2*time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true })
+		pods := f.list(t)
+		maxInFlight = max(maxInFlight, inFlight(pods))
+		p := f.plan(t, "to-v2")
+		return p.Status.Phase == meshv1alpha1.PhaseSucceeded, fmt.Sprintf("plan %s, counts %+v", p.Status.Phase, p.Status.Counts)
+	})
+	if maxInFlight > 1 {
+		t.Errorf("%d pods were in flight at once, maxUnavailable is 1", maxInFlight)
+	}
+	for _, pod := range f.list(t) {
+		active := sidecar.ActiveSlot(&pod)
+		if sidecar.Version(&pod) != f.to.Name || active != 2 ||
+			sidecar.SlotImage(&pod, 2) != f.to.Spec.Image || sidecar.SlotImage(&pod, 1) != f.to.Spec.IdleImage {
+			t.Errorf("pod %s: version %s, active slot %d, slot images %q %q", pod.Name, sidecar.Version(&pod), active,
+				sidecar.SlotImage(&pod, 1), sidecar.SlotImage(&pod, 2))
+		}
+		if got := sidecar.Container(&pod, 1).Resources; !got.Requests.Memory().Equal(resource.MustParse("8Mi")) {
+			t.Errorf("pod %s: the retired slot keeps %v, want the idle resources", pod.Name, got.Requests)
+		}
+		for _, s := range pod.Status.ContainerStatuses {
+			if s.Name == "app" && s.RestartCount != 0 {
+				t.Errorf("pod %s: the app restarted", pod.Name)
+			}
+		}
+	}
+	p := f.plan(t, "to-v2")
+	if p.Status.Counts.Updated != 3 || !meta.IsStatusConditionTrue(p.Status.Conditions, "Complete") {
+		t.Errorf("plan status %+v", p.Status)
+	}
+}
+
+func TestAProxyThatNeverBecomesReadyIsPutBackAndThePlanStops(t *testing.T) {
+	f := newRolloutFixture(t, "rollout-fail", 3)
+	plan := gen.UpgradePlan("to-v2", f.to.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+	plan.Spec.Health.ProgressDeadlineSeconds = 3
+	if err := env.Client.Create(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	// The target's proxy never becomes ready.
+	broken := func(pod *corev1.Pod, container string) bool {
+		for _, c := range pod.Spec.InitContainers {
+			if c.Name == container {
+				return c.Image != f.to.Spec.Image
+			}
+		}
+		return true
+	}
+	testenv.Eventually(t, 2*time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, broken)
+		p := f.plan(t, "to-v2")
+		return p.Status.Phase == meshv1alpha1.PhaseFailed && inFlight(f.list(t)) == 0,
+			fmt.Sprintf("plan %s, counts %+v", p.Status.Phase, p.Status.Counts)
+	})
+	// Every pod is back on (or still on) the old version, with slot 1 active.
+	for _, pod := range f.list(t) {
+		if sidecar.Version(&pod) != f.from.Name || sidecar.ActiveSlot(&pod) != 1 ||
+			sidecar.SlotImage(&pod, 1) != f.from.Spec.Image || sidecar.SlotImage(&pod, 2) != f.from.Spec.IdleImage {
+			t.Errorf("pod %s: version %s, active slot %d, slot images %q %q", pod.Name, sidecar.Version(&pod), sidecar.ActiveSlot(&pod),
+				sidecar.SlotImage(&pod, 1), sidecar.SlotImage(&pod, 2))
+		}
+	}
+	p := f.plan(t, "to-v2")
+	if p.Status.Counts.Failed != 1 || p.Status.Counts.Updated != 0 {
+		t.Errorf("counts %+v: want exactly the first pod failed and none updated (maxFailedPods 0 stops the plan)", p.Status.Counts)
+	}
+}
+
+func TestTheOlderPlanWinsAConflict(t *testing.T) {
+	f := newRolloutFixture(t, "rollout-conflict", 1)
+	older := gen.UpgradePlan("older", f.from.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+	if err := env.Client.Create(context.Background(), older); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // creation timestamps have a resolution of one second
+	younger := gen.UpgradePlan("younger", f.to.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+	if err := env.Client.Create(context.Background(), younger); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true })
+		y, o := f.plan(t, "younger"), f.plan(t, "older")
+		return meta.IsStatusConditionTrue(y.Status.Conditions, controllers.ConditionConflict) &&
+				meta.IsStatusConditionFalse(o.Status.Conditions, controllers.ConditionConflict),
+			fmt.Sprintf("younger %v, older %v", y.Status.Conditions, o.Status.Conditions)
+	})
+	time.Sleep(2 * time.Second)
+	for _, pod := range f.list(t) {
+		if sidecar.Version(&pod) != f.from.Name || sidecar.ActiveSlot(&pod) != 1 {
+			t.Errorf("pod %s was moved by the younger plan: version %s, active slot %d", pod.Name, sidecar.Version(&pod), sidecar.ActiveSlot(&pod))
+		}
+	}
+}
+
+func TestAPlanWhoseTargetDoesNotExistWaitsAndTouchesNothing(t *testing.T) {
+	f := newRolloutFixture(t, "rollout-missing", 1)
+	plan := gen.UpgradePlan("to-nowhere", "no-such-version", []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+	maxUnavailable := intstr.FromString("50%")
+	plan.Spec.Strategy.MaxUnavailable = &maxUnavailable
+	if err := env.Client.Create(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		c := meta.FindStatusCondition(f.plan(t, "to-nowhere").Status.Conditions, "Progressing")
+		return c != nil && c.Reason == controllers.EventReasonTargetNotFound, fmt.Sprintf("Progressing %+v", c)
+	})
+	for _, pod := range f.list(t) {
+		if _, ok := pod.Annotations[meshv1alpha1.AnnotationUpgrade]; ok || sidecar.Version(&pod) != f.from.Name {
+			t.Errorf("pod %s was touched: %v", pod.Name, pod.Annotations)
+		}
+	}
+}

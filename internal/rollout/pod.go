@@ -1,0 +1,452 @@
+package rollout
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/sidecar"
+)
+
+// Container waiting reasons that mean the new proxy will not come up by itself: the pod fails at
+// once instead of at the deadline.
+var fatalWaitingReasons = map[string]bool{
+	"CrashLoopBackOff": true, "ErrImagePull": true, "ImagePullBackOff": true,
+	"InvalidImageName": true, "CreateContainerConfigError": true, "CreateContainerError": true,
+}
+
+// PodStrategy is how one pod moves from one version to another under the plan's strategy type:
+// Recreate and InPlace as asked; HotUpgrade only when the pod has both slots and both versions
+// speak the same handoff protocol (an unknown from-version cannot be trusted to), else InPlace.
+func PodStrategy(planType meshv1alpha1.StrategyType, pod *corev1.Pod, from, to *meshv1alpha1.SidecarVersion) meshv1alpha1.StrategyType {
+	switch planType {
+	case meshv1alpha1.StrategyRecreate, meshv1alpha1.StrategyInPlace:
+		return planType
+	}
+	if sidecar.HotUpgradeCapable(pod) && from != nil && to != nil && from.HotUpgradeCapable() && to.HotUpgradeCapable() &&
+		from.Spec.HotUpgrade.Protocol == to.Spec.HotUpgrade.Protocol && to.Spec.IdleImage != "" {
+		return meshv1alpha1.StrategyHotUpgrade
+	}
+	return meshv1alpha1.StrategyInPlace
+}
+
+// start returns the first action of a pod's upgrade to the target, or back to the version it came
+// from when rollback is set.
+func (p *planner) start(info *podInfo, rollback bool) (*Action, error) {
+	pod := info.pod
+	fromName := sidecar.Version(pod)
+	from := p.in.Versions[fromName]
+	to := p.target
+	walkBack := rollback
+	if info.state != nil && info.state.Plan == p.plan.Name && info.state.Phase == PodSucceeded && info.state.From == p.target.Name {
+		walkBack = true // the target was set back to where this pod came from
+	}
+	if rollback {
+		to = p.in.Versions[info.state.From]
+		if to == nil {
+			return nil, fmt.Errorf("cannot roll back to %s: %w", info.state.From, ErrVersionNotFound)
+		}
+	}
+	attempt := int32(1)
+	if s := info.state; s != nil && s.Plan == p.plan.Name && s.To == to.Name && s.Attempt < 1000 {
+		attempt = s.Attempt + 1
+	}
+	state := &PodState{
+		Plan: p.plan.Name, From: fromName, To: to.Name, Rollback: walkBack,
+		Strategy:  PodStrategy(p.plan.Spec.Strategy.Type, pod, from, to),
+		ToImage:   to.Spec.Image,
+		StartedAt: p.now, PhaseSince: p.now, Attempt: attempt,
+	}
+	action := &Action{Pod: key(pod), UID: pod.UID, State: state}
+	switch state.Strategy {
+	case meshv1alpha1.StrategyHotUpgrade:
+		state.FromSlot, state.Slot = sidecar.ActiveSlot(pod), sidecar.IdleSlot(pod)
+		state.FromImage, state.IdleImage = sidecar.SlotImage(pod, state.FromSlot), sidecar.SlotImage(pod, state.Slot)
+		state.ToIdleImage = to.Spec.IdleImage
+		if !p.opts.FullIdleResources && !resourcesEqual(sidecar.Container(pod, state.Slot).Resources, to.Spec.Resources) {
+			state.Phase = PodResizingUp
+			action.Kind = ActionResizeSlotUp
+			action.Resize = &Resize{Slot: state.Slot, Container: sidecar.SlotContainerName(state.Slot), Resources: *to.Spec.Resources.DeepCopy()}
+			action.Reason = fmt.Sprintf("start %s %s -> %s", state.Strategy, state.From, state.To)
+			p.wake(p.now.Add(p.deadline))
+			return action, nil
+		}
+		return p.swapSlot(pod, state)
+	case meshv1alpha1.StrategyInPlace:
+		state.Slot = sidecar.ActiveSlot(pod)
+		state.FromImage = sidecar.SlotImage(pod, state.Slot)
+		state.Phase = PodDraining
+		action.Kind = ActionExclude
+		action.Annotations = []AnnotationChange{{Key: meshv1alpha1.AnnotationEDSExcluded, Value: "true"}}
+		if sidecar.HasProxyReadinessGate(pod) {
+			action.ProxyReadyGate = ptr.To(corev1.ConditionFalse)
+		}
+		action.Reason = fmt.Sprintf("start %s %s -> %s", state.Strategy, state.From, state.To)
+		p.wake(p.now.Add(p.opts.DrainDuration))
+		return action, nil
+	default:
+		state.Phase = PodEvicting
+		action.Kind = ActionEvict
+		action.Evict = true
+		action.Reason = fmt.Sprintf("start %s %s -> %s", state.Strategy, state.From, state.To)
+		p.wake(p.now.Add(p.deadline))
+		return action, nil
+	}
+}
+
+// swapSlot is the one patch that starts the takeover: the idle slot runs the target and becomes
+// the active slot. sidecar.WithSlotRunning says what that looks like.
+func (p *planner) swapSlot(pod *corev1.Pod, s *PodState) (*Action, error) {
+	images, annotations, err := slotRunning(pod, s.Slot, s.To, s.ToImage)
+	if err != nil {
+		return nil, err
+	}
+	next := p.enter(s, PodWaitingReady)
+	p.wake(s.StartedAt.Add(p.deadline))
+	return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionSwapSlot, State: next, Images: images, Annotations: annotations,
+		Reason: fmt.Sprintf("slot %d takes over from slot %d", s.Slot, s.FromSlot)}, nil
+}
+
+// advanceInFlight decides the next step of a pod whose upgrade is in flight. failReason is set
+// when the pod failed its health gate; wanted is false when the plan no longer wants where the
+// pod is going (target changed, rollback started).
+func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string) *Action {
+	pod, s := info.pod, info.state
+	if s.Phase == PodReverting {
+		return p.continueRevert(pod, s)
+	}
+	if failReason != "" {
+		return p.revert(pod, s, PodFailed, failReason)
+	}
+	if !wanted && s.Phase != PodResizingDown {
+		return p.revert(pod, s, PodAborted, fmt.Sprintf("the plan no longer moves pods to %s", s.To))
+	}
+	switch s.Phase {
+	case PodResizingUp:
+		to := p.in.Versions[s.To]
+		if to == nil {
+			return p.revert(pod, s, PodAborted, fmt.Sprintf("SidecarVersion %s is gone", s.To))
+		}
+		if !resourcesEqual(sidecar.Container(pod, s.Slot).Resources, to.Spec.Resources) {
+			p.wake(s.StartedAt.Add(p.deadline))
+			return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionResizeSlotUp, Reason: "the resize is not applied yet",
+				Resize: &Resize{Slot: s.Slot, Container: sidecar.SlotContainerName(s.Slot), Resources: *to.Spec.Resources.DeepCopy()}}
+		}
+		action, err := p.swapSlot(pod, s)
+		if err != nil {
+			return p.revert(pod, s, PodFailed, err.Error())
+		}
+		return action
+	case PodDraining:
+		if until := s.PhaseSince.Add(p.opts.DrainDuration); p.now.Before(until) {
+			p.wake(until)
+			return nil
+		}
+		next := p.enter(s, PodWaitingReady)
+		images, annotations, err := slotRunning(pod, s.Slot, s.To, s.ToImage)
+		if err != nil {
+			return p.revert(pod, s, PodFailed, err.Error())
+		}
+		p.wake(s.StartedAt.Add(p.deadline))
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionSwapImage, State: next, Images: images, Annotations: annotations,
+			Reason: "the pod is out of the endpoints; restart its proxy on " + s.To}
+	case PodWaitingReady:
+		if !slotReady(pod, s.Slot, s.ToImage) {
+			p.wake(s.StartedAt.Add(p.deadline))
+			return nil
+		}
+		next := p.enter(s, PodStabilizing)
+		next.ReadySince = ptr.To(p.now)
+		if p.minReady == 0 {
+			return p.finishReady(pod, next)
+		}
+		p.wake(p.now.Add(p.minReady))
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionRecordReady, State: next,
+			Reason: fmt.Sprintf("the new proxy is ready; it must stay ready for %s", p.minReady)}
+	case PodStabilizing:
+		if until := s.ReadySince.Add(p.minReady); p.now.Before(until) {
+			p.wake(until)
+			return nil
+		}
+		return p.finishReady(pod, s)
+	case PodResizingDown:
+		if !resourcesEqual(sidecar.Container(pod, s.FromSlot).Resources, p.opts.IdleResources) {
+			return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionResizeSlotDown, Reason: "the resize is not applied yet",
+				Resize: &Resize{Slot: s.FromSlot, Container: sidecar.SlotContainerName(s.FromSlot), Resources: *p.opts.IdleResources.DeepCopy()}}
+		}
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionFinish, State: p.enter(s, PodSucceeded), Reason: "the pod runs " + s.To}
+	case PodEvicting:
+		p.wake(s.StartedAt.Add(p.deadline))
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionEvict, Evict: true, Reason: "the pod is not evicted yet"}
+	}
+	return nil
+}
+
+// finishReady ends the health gate: the old slot retires (HotUpgrade) or the pod returns to the
+// endpoints (InPlace).
+func (p *planner) finishReady(pod *corev1.Pod, s *PodState) *Action {
+	if s.Strategy == meshv1alpha1.StrategyInPlace {
+		return p.restore(pod, p.enter(s, PodSucceeded), ActionRestore, "the new proxy passed the health gate")
+	}
+	action := &Action{Pod: key(pod), UID: pod.UID, Kind: ActionRetireSlot, Reason: "the new proxy passed the health gate",
+		Images: []ImageChange{{Slot: s.FromSlot, Container: sidecar.SlotContainerName(s.FromSlot), Image: s.ToIdleImage}}}
+	if p.opts.FullIdleResources {
+		action.State = p.enter(s, PodSucceeded)
+		return action
+	}
+	action.State = p.enter(s, PodResizingDown)
+	action.Resize = &Resize{Slot: s.FromSlot, Container: sidecar.SlotContainerName(s.FromSlot), Resources: *p.opts.IdleResources.DeepCopy()}
+	return action
+}
+
+// restore puts the pod back into the endpoints (InPlace) with state next.
+func (p *planner) restore(pod *corev1.Pod, next *PodState, kind ActionKind, reason string) *Action {
+	action := &Action{Pod: key(pod), UID: pod.UID, Kind: kind, State: next, Reason: reason,
+		Annotations: []AnnotationChange{{Key: meshv1alpha1.AnnotationEDSExcluded, Remove: true}}}
+	if sidecar.HasProxyReadinessGate(pod) {
+		action.ProxyReadyGate = ptr.To(corev1.ConditionTrue)
+	}
+	return action
+}
+
+// failure says why an in-flight pod failed its health gate, or "".
+func (p *planner) failure(info *podInfo) string {
+	pod, s := info.pod, info.state
+	switch s.Phase {
+	case PodResizingUp, PodDraining, PodWaitingReady, PodEvicting:
+		if s.Phase == PodWaitingReady {
+			if reason := fatalContainerReason(pod, s.Slot); reason != "" {
+				return fmt.Sprintf("container %s is %s", sidecar.SlotContainerName(s.Slot), reason)
+			}
+		}
+		if !p.now.Before(s.StartedAt.Add(p.deadline)) {
+			if s.Phase == PodEvicting {
+				return fmt.Sprintf("not evicted within progressDeadlineSeconds (%s); a PodDisruptionBudget may block it", p.deadline)
+			}
+			return fmt.Sprintf("the new proxy was not ready within progressDeadlineSeconds (%s, phase %s)", p.deadline, s.Phase)
+		}
+	case PodStabilizing:
+		if !slotReady(pod, s.Slot, s.ToImage) {
+			return fmt.Sprintf("the new proxy stopped being ready %s after it became ready (minReadySeconds %s)",
+				p.now.Sub(*s.ReadySince), p.minReady)
+		}
+	}
+	return ""
+}
+
+// revert starts putting the pod back on s.From; outcome is PodFailed or PodAborted.
+func (p *planner) revert(pod *corev1.Pod, s *PodState, outcome PodPhase, reason string) *Action {
+	end := func(kind ActionKind) *Action {
+		next := p.enter(s, outcome)
+		next.Reason = reason
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: kind, State: next, Reason: reason}
+	}
+	mark := ActionMarkFailed
+	if outcome == PodAborted {
+		mark = ActionMarkAborted
+	}
+	reverting := p.enter(s, PodReverting)
+	reverting.Outcome, reverting.Reason = outcome, reason
+
+	switch s.Strategy {
+	case meshv1alpha1.StrategyHotUpgrade:
+		swapped := s.Phase == PodWaitingReady || s.Phase == PodStabilizing
+		action := p.revertSlots(pod, s, swapped)
+		action.Reason = reason
+		if action.Resize != nil {
+			action.State = reverting
+			return action
+		}
+		// The patch alone (or nothing at all) undoes the upgrade: record the outcome with it.
+		action.State = end(mark).State
+		if !swapped {
+			action.Kind = mark
+		}
+		return action
+	case meshv1alpha1.StrategyInPlace:
+		if s.Phase == PodDraining {
+			next := p.enter(s, outcome)
+			next.Reason = reason
+			return p.restore(pod, next, ActionRevert, reason)
+		}
+		images, annotations, err := slotRunning(pod, s.Slot, s.From, s.FromImage)
+		if err != nil {
+			return end(mark) // nothing we can patch: leave the pod as it is, recorded
+		}
+		p.wake(p.now.Add(p.deadline))
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionRevert, State: reverting, Images: images, Annotations: annotations, Reason: reason}
+	default:
+		return end(mark)
+	}
+}
+
+// revertSlots is the patch (and resize) that undoes a hot upgrade: the old slot, which still runs
+// the old proxy, is active again and the new slot gets its idle image and resources back.
+func (p *planner) revertSlots(pod *corev1.Pod, s *PodState, swapped bool) *Action {
+	action := &Action{Pod: key(pod), UID: pod.UID, Kind: ActionRevert}
+	if swapped {
+		images, annotations, err := slotRunning(pod, s.FromSlot, s.From, s.FromImage)
+		if err == nil {
+			action.Images = append([]ImageChange{{Slot: s.Slot, Container: sidecar.SlotContainerName(s.Slot), Image: s.IdleImage}}, images...)
+			action.Annotations = annotations
+		}
+	}
+	if !p.opts.FullIdleResources && !resourcesEqual(sidecar.Container(pod, s.Slot).Resources, p.opts.IdleResources) {
+		action.Resize = &Resize{Slot: s.Slot, Container: sidecar.SlotContainerName(s.Slot), Resources: *p.opts.IdleResources.DeepCopy()}
+	}
+	return action
+}
+
+// continueRevert waits for a revert to take effect and then records its outcome.
+func (p *planner) continueRevert(pod *corev1.Pod, s *PodState) *Action {
+	next := p.enter(s, s.Outcome)
+	next.Outcome = ""
+	mark := ActionMarkFailed
+	if s.Outcome == PodAborted {
+		mark = ActionMarkAborted
+	}
+	switch s.Strategy {
+	case meshv1alpha1.StrategyHotUpgrade:
+		swappedBack := sidecar.ActiveSlot(pod) == s.FromSlot && sidecar.Version(pod) == s.From && sidecar.SlotImage(pod, s.Slot) == s.IdleImage
+		action := p.revertSlots(pod, s, !swappedBack)
+		if swappedBack && action.Resize == nil {
+			return &Action{Pod: key(pod), UID: pod.UID, Kind: mark, State: next, Reason: s.Reason}
+		}
+		action.Reason = "the revert is not applied yet"
+		return action
+	case meshv1alpha1.StrategyInPlace:
+		if until := s.PhaseSince.Add(p.deadline); !slotReady(pod, s.Slot, s.FromImage) && p.now.Before(until) {
+			p.wake(until)
+			return nil
+		}
+		return p.restore(pod, next, mark, s.Reason)
+	default:
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: mark, State: next, Reason: s.Reason}
+	}
+}
+
+// enter returns a copy of s in phase.
+func (p *planner) enter(s *PodState, phase PodPhase) *PodState {
+	next := *s
+	next.Phase, next.PhaseSince = phase, p.now
+	if next.PhaseSince.Before(next.StartedAt) {
+		next.PhaseSince = next.StartedAt // a clock that went back must not make the state invalid
+	}
+	if phase != PodReverting {
+		next.Outcome = ""
+	}
+	return &next
+}
+
+// slotRunning is the change that makes slot run version (image) and, for a two-slot pod, own
+// the listeners: what sidecar.WithSlotRunning renders, as image and annotation changes. The
+// single proxy container (slot 0) only changes its image and the version annotation.
+func slotRunning(pod *corev1.Pod, slot int, version, image string) ([]ImageChange, []AnnotationChange, error) {
+	if slot == 0 {
+		if sidecar.Container(pod, 0) == nil {
+			return nil, nil, fmt.Errorf("pod %s has no proxy container", key(pod))
+		}
+		return []ImageChange{{Slot: 0, Container: sidecar.ContainerName, Image: image}},
+			[]AnnotationChange{{Key: meshv1alpha1.AnnotationVersion, Value: version}}, nil
+	}
+	v := &meshv1alpha1.SidecarVersion{}
+	v.Name, v.Spec.Image = version, image
+	out, err := sidecar.WithSlotRunning(slotsOnly(pod), slot, v)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to render slot %d running %s: %w", slot, version, err)
+	}
+	return []ImageChange{{Slot: slot, Container: sidecar.SlotContainerName(slot), Image: sidecar.SlotImage(out, slot)}},
+		[]AnnotationChange{
+			{Key: meshv1alpha1.AnnotationActiveSlot, Value: out.Annotations[meshv1alpha1.AnnotationActiveSlot]},
+			{Key: meshv1alpha1.AnnotationVersion, Value: out.Annotations[meshv1alpha1.AnnotationVersion]},
+		}, nil
+}
+
+// slotsOnly is the part of pod that sidecar.WithSlotRunning reads and writes: annotations and the
+// slot containers' names and images. It saves a deep copy of the whole pod per action.
+func slotsOnly(pod *corev1.Pod) *corev1.Pod {
+	slim := &corev1.Pod{}
+	slim.Name, slim.Namespace, slim.Annotations = pod.Name, pod.Namespace, pod.Annotations
+	for _, slot := range []int{1, 2} {
+		if c := sidecar.Container(pod, slot); c != nil {
+			slim.Spec.Containers = append(slim.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
+		}
+	}
+	return slim
+}
+
+// slotReady reports whether the slot's container is ready and runs image: a status that still
+// shows the previous image (the kubelet has not restarted the container yet) does not count.
+func slotReady(pod *corev1.Pod, slot int, image string) bool {
+	status := containerStatus(pod, sidecar.SlotContainerName(slot))
+	return status != nil && status.Ready && status.State.Running != nil && sameImage(status.Image, image)
+}
+
+func fatalContainerReason(pod *corev1.Pod, slot int) string {
+	status := containerStatus(pod, sidecar.SlotContainerName(slot))
+	if status == nil || status.State.Waiting == nil || !fatalWaitingReasons[status.State.Waiting.Reason] {
+		return ""
+	}
+	return status.State.Waiting.Reason
+}
+
+func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
+	for _, statuses := range [][]corev1.ContainerStatus{pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses} {
+		for i := range statuses {
+			if statuses[i].Name == name {
+				return &statuses[i]
+			}
+		}
+	}
+	return nil
+}
+
+// sameImage compares image references as the kubelet reports them: containerd reports
+// "docker.io/library/x:latest" for "x".
+func sameImage(reported, wanted string) bool {
+	return reported == wanted || normalizeImage(reported) == normalizeImage(wanted)
+}
+
+func normalizeImage(image string) string {
+	if i := strings.Index(image, "@"); i >= 0 {
+		return image // digests are compared as written
+	}
+	name, tag := image, "latest"
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		name, tag = image[:i], image[i+1:]
+	}
+	first, _, found := strings.Cut(name, "/")
+	if !found || (!strings.ContainsAny(first, ".:") && first != "localhost") {
+		name = "docker.io/" + name
+	}
+	if strings.HasPrefix(name, "docker.io/") && strings.Count(name, "/") == 1 {
+		name = "docker.io/library/" + strings.TrimPrefix(name, "docker.io/")
+	}
+	return name + ":" + tag
+}
+
+// resourcesEqual compares requests and limits by quantity, ignoring how they are written.
+func resourcesEqual(a, b corev1.ResourceRequirements) bool {
+	return listEqual(a.Requests, b.Requests) && listEqual(a.Limits, b.Limits)
+}
+
+func listEqual(a, b corev1.ResourceList) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for name, qa := range a {
+		qb, ok := b[name]
+		if !ok || qa.Cmp(qb) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func key(pod *corev1.Pod) types.NamespacedName {
+	return types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}
+}
