@@ -131,7 +131,7 @@ run: install ## Run the operator on this machine against the current kubeconfig.
 ##@ Local cluster and demo (run as root)
 
 .PHONY: demo
-demo: deploy ## Everything: cluster, images, operator, demo app; then a summary of what runs.
+demo: deploy ## Everything: cluster, images, operator, demo app, a live hot upgrade under traffic; then a summary.
 	$(call say,Installing the demo mesh: SidecarVersions proxy-v1 (default) and proxy-v2, namespace meshlift-demo, MeshService demo)
 	$(KUSTOMIZE) build config/demo/mesh | $(K) apply --server-side -f -
 	$(call say,Waiting until the injector answers (a server-side dry run of a demo pod gets the sidecar))
@@ -145,8 +145,10 @@ demo: deploy ## Everything: cluster, images, operator, demo app; then a summary 
 	@for i in $$(seq 60); do \
 	  [ "$$($(K) -n meshlift-demo get meshservice demo -o jsonpath='{.status.pods.injected}/{.status.pods.ready}')" = 3/3 ] && break; sleep 1; \
 	done
+	$(call say,The demo app runs with its sidecars; now a live hot upgrade under traffic)
+	K="$(K)" hack/demo-upgrade.sh
 	@echo; $(K) get nodes -o wide; echo; $(K) -n meshlift-system get pods; echo; $(K) -n meshlift-demo get pods -o wide; \
-	echo; $(K) get sidecarversions; echo; $(K) -n meshlift-demo get meshservices; echo
+	echo; $(K) get sidecarversions; echo; $(K) -n meshlift-demo get meshservices,upgradeplans; echo
 	@echo "Meshlift demo is running."
 	@echo "  kubeconfig:   export KUBECONFIG=$(CLUSTER_KUBECONFIG)"
 	@echo "  kubectl:      $(KUBECTL) (or alias k='$(K)')"
@@ -154,6 +156,7 @@ demo: deploy ## Everything: cluster, images, operator, demo app; then a summary 
 	@echo "                $(KUBECTL) -n meshlift-demo scale deployment demo --replicas=5  # watch status.pods follow"
 	@echo "                $(KUBECTL) -n meshlift-system logs deploy/meshlift-controller-manager"
 	@echo "                curl http://$$($(K) -n meshlift-demo get pods -o jsonpath='{.items[0].status.podIP}'):15000/stats   # a sidecar's role, certificate, traffic"
+	@echo "  again:        make demo   # upgrades the demo pods to the other version, under traffic"
 	@echo "  stop it:      make cluster-down"
 
 .PHONY: cluster-up

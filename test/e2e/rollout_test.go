@@ -4,13 +4,16 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -51,22 +54,26 @@ func loadPod(ns, name, target string, d time.Duration) *corev1.Pod {
 	}
 }
 
-// TestAHotUpgradeUnderLoadDropsNothing hot-upgrades a 5-replica MeshService from the real proxy
-// 1.0.0 to 2.0.0 with an UpgradePlan while a client sends a steady bounded load through its own
-// proxy: not one request fails, no application container restarts, and every pod ends on the
-// target in its other slot with the idle image in the first.
-func TestAHotUpgradeUnderLoadDropsNothing(t *testing.T) {
+// meshedApp is a namespace with the demo app (MeshService demo, replicas pods on version from)
+// and a client MeshService whose pods call it on 127.0.0.1:18080 through their proxy.
+type meshedApp struct {
+	ns       string
+	from, to *meshv1alpha1.SidecarVersion
+}
+
+func newMeshedApp(t *testing.T, prefix string, replicas int32, to func(ns string) *meshv1alpha1.SidecarVersion) *meshedApp {
+	t.Helper()
 	ctx := context.Background()
-	ns := createNamespace(t, "e2e-hot")
-	v1, v2 := releasedVersion(ns+"-v1", "1.0.0"), releasedVersion(ns+"-v2", "2.0.0")
-	for _, v := range []*meshv1alpha1.SidecarVersion{v1, v2} {
+	ns := createNamespace(t, prefix)
+	a := &meshedApp{ns: ns, from: releasedVersion(ns+"-v1", "1.0.0"), to: to(ns)}
+	for _, v := range []*meshv1alpha1.SidecarVersion{a.from, a.to} {
 		if err := k8s.Create(ctx, v); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), v) })
 	}
-	server := gen.MeshService("demo", gen.PinVersion(v1.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
-	caller := gen.MeshService("client", gen.PinVersion(v1.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	server := gen.MeshService("demo", gen.PinVersion(a.from.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	caller := gen.MeshService("client", gen.PinVersion(a.from.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
 	caller.Spec.Ports = nil
 	caller.Spec.Upstreams = []meshv1alpha1.Upstream{{MeshService: "demo", Port: "http", LocalPort: 18080}}
 	for _, ms := range []*meshv1alpha1.MeshService{server, caller} {
@@ -81,67 +88,97 @@ func TestAHotUpgradeUnderLoadDropsNothing(t *testing.T) {
 		}
 		return true, ""
 	})
-	if err := k8s.Create(ctx, demoDeployment(ns, "demo", 5)); err != nil {
+	if err := k8s.Create(ctx, demoDeployment(ns, "demo", replicas)); err != nil {
 		t.Fatal(err)
 	}
-	waitForMeshedPods(t, ns, "demo", 5)
+	waitForMeshedPods(t, ns, "demo", int(replicas))
+	return a
+}
 
-	loader := loadPod(ns, "client", "http://127.0.0.1:18080/", 90*time.Second)
-	if err := k8s.Create(ctx, loader); err != nil {
+// startLoad starts a client pod sending load to the demo app for d, and waits until it sends.
+func (a *meshedApp) startLoad(t *testing.T, name string, d time.Duration) *corev1.Pod {
+	t.Helper()
+	loader := loadPod(a.ns, name, "http://127.0.0.1:18080/", d)
+	if err := k8s.Create(context.Background(), loader); err != nil {
 		t.Fatal(err)
 	}
-	waitForMeshedPods(t, ns, "client", 1)
-	time.Sleep(3 * time.Second) // traffic flows before the plan starts
+	waitForMeshedPods(t, a.ns, "client", 1)
+	time.Sleep(3 * time.Second)
+	return loader
+}
 
-	started := time.Now()
-	plan := gen.UpgradePlan("to-v2", v2.Name, []string{"demo"}, gen.UpgradePlanMeta(gen.SetNamespace(ns)))
-	if err := k8s.Create(ctx, plan); err != nil {
-		t.Fatal(err)
-	}
+// loadResult waits for the load pod to finish and returns its summary.
+func loadResult(t *testing.T, loader *corev1.Pod) loadSummary {
+	t.Helper()
 	testenv.Eventually(t, 4*time.Minute, func(ctx context.Context) (bool, string) {
-		got := &meshv1alpha1.UpgradePlan{}
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(plan), got); err != nil {
-			return false, err.Error()
-		}
-		if got.Status.Phase == meshv1alpha1.PhaseFailed {
-			t.Fatalf("the plan failed: %+v", got.Status)
-		}
-		return got.Status.Phase == meshv1alpha1.PhaseSucceeded, fmt.Sprintf("plan %s %+v", got.Status.Phase, got.Status.Counts)
-	})
-	t.Logf("5 pods hot-upgraded in %s", time.Since(started).Round(time.Second))
-
-	// The load outlived the upgrade and lost nothing.
-	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
 		pod := &corev1.Pod{}
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(loader), pod); err != nil {
 			return false, err.Error()
 		}
-		for _, s := range pod.Status.ContainerStatuses {
-			if s.Name == "load" && s.State.Terminated != nil {
-				if s.State.Terminated.ExitCode != 0 {
-					t.Fatalf("requests failed during the hot upgrade (exit %d): %s", s.State.Terminated.ExitCode, s.State.Terminated.Message)
-				}
-				if s.State.Terminated.StartedAt.After(started) {
-					t.Fatal("the load started after the plan")
-				}
-				t.Logf("the load (40 new connections per second for 90s) ran through the whole upgrade without a failed request")
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("the client pod is %s", pod.Status.Phase)
+		return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed, fmt.Sprintf("the load pod is %s", pod.Status.Phase)
 	})
-
-	pods, err := runningPods(ctx, ns, "demo")
+	clientset, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pods) != 5 {
-		t.Errorf("%d demo pods run after the upgrade, want the same 5", len(pods))
+	logs, err := clientset.CoreV1().Pods(loader.Namespace).GetLogs(loader.Name, &corev1.PodLogOptions{Container: "load"}).DoRaw(context.Background())
+	if err != nil {
+		t.Fatalf("reading the load's summary: %v", err)
+	}
+	var summary loadSummary
+	if err := json.Unmarshal(logs, &summary); err != nil {
+		t.Fatalf("the load printed %q: %v", logs, err)
+	}
+	return summary
+}
+
+// loadSummary is the part of meshlift-demo load's JSON summary the tests read.
+type loadSummary struct {
+	Sent     int            `json:"sent"`
+	OK       int            `json:"ok"`
+	Failed   int            `json:"failed"`
+	Failures map[string]int `json:"failures"`
+}
+
+// upgrade creates a plan of the demo MeshService to a.to with strategy, and waits until it
+// reaches want; it returns the plan and how long that took.
+func (a *meshedApp) upgrade(t *testing.T, strategy meshv1alpha1.StrategyType, edit func(*meshv1alpha1.UpgradePlan), want meshv1alpha1.UpgradePhase) (*meshv1alpha1.UpgradePlan, time.Duration) {
+	t.Helper()
+	started := time.Now()
+	plan := gen.UpgradePlan("to-v2", a.to.Name, []string{"demo"}, gen.UpgradePlanMeta(gen.SetNamespace(a.ns)))
+	plan.Spec.Strategy.Type = strategy
+	if edit != nil {
+		edit(plan)
+	}
+	if err := k8s.Create(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	got := &meshv1alpha1.UpgradePlan{}
+	testenv.Eventually(t, 5*time.Minute, func(ctx context.Context) (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(plan), got); err != nil {
+			return false, err.Error()
+		}
+		return got.Status.Phase == want, fmt.Sprintf("plan %s %+v %v", got.Status.Phase, got.Status.Counts, got.Status.Pods)
+	})
+	return got, time.Since(started)
+}
+
+// checkPods checks that every running demo pod runs version in slot (0: the single-slot check is
+// skipped) and that no application container restarted.
+func (a *meshedApp) checkPods(t *testing.T, want int, version *meshv1alpha1.SidecarVersion, slot int) {
+	t.Helper()
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		pods, err := runningPods(ctx, a.ns, "demo")
+		return err == nil && len(pods) == want, fmt.Sprintf("%d demo pods run and are ready (%v), want %d", len(pods), err, want)
+	})
+	pods, err := runningPods(context.Background(), a.ns, "demo")
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, pod := range pods {
-		active := sidecar.ActiveSlot(&pod)
-		if sidecar.Version(&pod) != v2.Name || active != 2 || sidecar.SlotImage(&pod, 2) != v2.Spec.Image || sidecar.SlotImage(&pod, 1) != v2.Spec.IdleImage {
-			t.Errorf("pod %s: version %s, active slot %d, slot images %q %q", pod.Name, sidecar.Version(&pod), active,
+		if sidecar.Version(&pod) != version.Name || sidecar.SlotImage(&pod, sidecar.ActiveSlot(&pod)) != version.Spec.Image ||
+			(slot != 0 && sidecar.ActiveSlot(&pod) != slot) || sidecar.SlotImage(&pod, sidecar.IdleSlot(&pod)) != version.Spec.IdleImage {
+			t.Errorf("pod %s: version %s, active slot %d, slot images %q %q", pod.Name, sidecar.Version(&pod), sidecar.ActiveSlot(&pod),
 				sidecar.SlotImage(&pod, 1), sidecar.SlotImage(&pod, 2))
 		}
 		for _, s := range pod.Status.ContainerStatuses {
@@ -149,5 +186,110 @@ func TestAHotUpgradeUnderLoadDropsNothing(t *testing.T) {
 				t.Errorf("pod %s: the application restarted %d times", pod.Name, s.RestartCount)
 			}
 		}
+	}
+}
+
+// TestAHotUpgradeUnderLoadDropsNothing hot-upgrades a 5-replica MeshService from the real proxy
+// 1.0.0 to 2.0.0 while a client sends a steady bounded load through its own proxy: not one
+// request fails, no application container restarts, and every pod ends on the target in its
+// other slot with the idle image in the first.
+func TestAHotUpgradeUnderLoadDropsNothing(t *testing.T) {
+	a := newMeshedApp(t, "e2e-hot", 5, func(ns string) *meshv1alpha1.SidecarVersion { return releasedVersion(ns+"-v2", "2.0.0") })
+	loader := a.startLoad(t, "client", 90*time.Second)
+	_, took := a.upgrade(t, meshv1alpha1.StrategyHotUpgrade, nil, meshv1alpha1.PhaseSucceeded)
+	t.Logf("HotUpgrade: 5 pods in %s", took.Round(time.Second))
+	r := loadResult(t, loader)
+	t.Logf("HotUpgrade under load: sent %d, failed %d", r.Sent, r.Failed)
+	if r.Failed != 0 || r.OK == 0 {
+		t.Errorf("requests failed during the hot upgrade: %+v", r)
+	}
+	a.checkPods(t, 5, a.to, 2)
+}
+
+// TestATargetThatNeverBecomesReadyIsRolledBack targets a "proxy" that never becomes ready: the
+// first pod fails its health gate, is put back on the old proxy (which never stopped serving),
+// and the plan stops (maxFailedPods 0, failurePolicy Rollback) with every pod on the old version.
+func TestATargetThatNeverBecomesReadyIsRolledBack(t *testing.T) {
+	a := newMeshedApp(t, "e2e-broken", 3, func(ns string) *meshv1alpha1.SidecarVersion {
+		// meshlift-idle never answers the proxy's readiness probe.
+		v := releasedVersion(ns+"-v2", "2.0.0")
+		v.Spec.Image = "meshlift/meshlift-idle:dev"
+		return v
+	})
+	loader := a.startLoad(t, "client", 60*time.Second)
+	plan, took := a.upgrade(t, meshv1alpha1.StrategyHotUpgrade, func(p *meshv1alpha1.UpgradePlan) {
+		p.Spec.Health.ProgressDeadlineSeconds = 20
+		p.Spec.FailurePolicy = meshv1alpha1.FailurePolicyRollback
+	}, meshv1alpha1.PhaseRolledBack)
+	t.Logf("rolled back after %s: %+v", took.Round(time.Second), plan.Status.Counts)
+	if plan.Status.Counts.Failed != 1 {
+		t.Errorf("counts %+v, want exactly one failed pod", plan.Status.Counts)
+	}
+	if r := loadResult(t, loader); r.Failed != 0 || r.OK == 0 {
+		t.Errorf("requests failed while the broken version was tried and put back: %+v", r)
+	}
+	a.checkPods(t, 3, a.from, 1)
+}
+
+// TestAPlanSurvivesTheOperatorBeingDeleted deletes the operator's pod while a plan runs: the new
+// operator pod continues from the pods' annotations and the plan completes.
+func TestAPlanSurvivesTheOperatorBeingDeleted(t *testing.T) {
+	a := newMeshedApp(t, "e2e-restart", 4, func(ns string) *meshv1alpha1.SidecarVersion { return releasedVersion(ns+"-v2", "2.0.0") })
+	loader := a.startLoad(t, "client", 90*time.Second)
+	plan := gen.UpgradePlan("to-v2", a.to.Name, []string{"demo"}, gen.UpgradePlanMeta(gen.SetNamespace(a.ns)))
+	plan.Spec.Health.MinReadySeconds = 3
+	if err := k8s.Create(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		got := &meshv1alpha1.UpgradePlan{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(plan), got); err != nil {
+			return false, err.Error()
+		}
+		return got.Status.Counts.Updated >= 1 && len(got.Status.Pods) > 0, fmt.Sprintf("plan %+v", got.Status.Counts)
+	})
+	operators := &corev1.PodList{}
+	if err := k8s.List(context.Background(), operators, client.InNamespace("meshlift-system"), client.MatchingLabels{"control-plane": "controller-manager"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range operators.Items {
+		if err := k8s.Delete(context.Background(), &operators.Items[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("deleted %d operator pod(s) in the middle of the plan", len(operators.Items))
+	testenv.Eventually(t, 5*time.Minute, func(ctx context.Context) (bool, string) {
+		got := &meshv1alpha1.UpgradePlan{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(plan), got); err != nil {
+			return false, err.Error()
+		}
+		return got.Status.Phase == meshv1alpha1.PhaseSucceeded, fmt.Sprintf("plan %s %+v", got.Status.Phase, got.Status.Counts)
+	})
+	if r := loadResult(t, loader); r.Failed != 0 || r.OK == 0 {
+		t.Errorf("requests failed: %+v", r)
+	}
+	a.checkPods(t, 4, a.to, 0)
+}
+
+// TestInPlaceAndRecreateComplete runs the two other strategies, each under the same load as the
+// hot upgrade, and logs their failed requests and time next to each other. InPlace restarts the
+// proxy cold after taking the pod out of the endpoints; Recreate evicts the pods (the
+// Deployment replaces them and the injector gives them the target). Neither restarts an app
+// container in place.
+func TestInPlaceAndRecreateComplete(t *testing.T) {
+	for _, strategy := range []meshv1alpha1.StrategyType{meshv1alpha1.StrategyInPlace, meshv1alpha1.StrategyRecreate} {
+		t.Run(string(strategy), func(t *testing.T) {
+			a := newMeshedApp(t, "e2e-"+strings.ToLower(string(strategy)), 3, func(ns string) *meshv1alpha1.SidecarVersion {
+				return releasedVersion(ns+"-v2", "2.0.0")
+			})
+			loader := a.startLoad(t, "client", 90*time.Second)
+			_, took := a.upgrade(t, strategy, nil, meshv1alpha1.PhaseSucceeded)
+			r := loadResult(t, loader)
+			t.Logf("%s: 3 pods in %s; under load sent %d, failed %d %v", strategy, took.Round(time.Second), r.Sent, r.Failed, r.Failures)
+			if r.OK == 0 {
+				t.Errorf("no request got through: %+v", r)
+			}
+			a.checkPods(t, 3, a.to, 0)
+		})
 	}
 }
