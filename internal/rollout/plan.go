@@ -99,6 +99,7 @@ const (
 	PodMalformedState   = "MalformedState"
 	PodOwnedByOtherPlan = "OtherPlan"
 	PodVersionNotFound  = "VersionNotFound"
+	PodImageNotDistinct = "TargetImageIsIdling"
 )
 
 // PodNote says why a pod is ignored or held.
@@ -438,7 +439,11 @@ func (p *planner) run() error {
 	for _, info := range starts {
 		action, err := p.start(info, rollbackMode)
 		if err != nil {
-			p.hold(info.pod, PodVersionNotFound, err.Error())
+			reason := PodVersionNotFound
+			if errors.Is(err, errImageNotDistinct) {
+				reason = PodImageNotDistinct
+			}
+			p.hold(info.pod, reason, err.Error())
 			continue
 		}
 		p.act(action)

@@ -588,3 +588,17 @@ func findCondition(conditions []metav1.Condition, conditionType string) *metav1.
 	}
 	return nil
 }
+
+func TestPlanHoldsAPodWhoseIdleSlotAlreadyRunsTheTargetImage(t *testing.T) {
+	s := newSim(t, testPlan(), 1, "proxy-v1")
+	// A target whose proxy image is the image the idle slot runs: the kubelet would not restart
+	// the container, so its readiness could not prove a takeover.
+	s.versions["proxy-v2"].Spec.Image = s.versions["proxy-v1"].Spec.IdleImage
+	res := s.planOnce()
+	if len(res.Actions) != 0 {
+		t.Fatalf("the planner acted: %v", res.Actions)
+	}
+	if got := noteFor(res.Held, s.pods[0].Name); got != rollout.PodImageNotDistinct {
+		t.Errorf("the pod is held for %q, want %s", got, rollout.PodImageNotDistinct)
+	}
+}

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -67,6 +68,12 @@ func (p *planner) start(info *podInfo, rollback bool) (*Action, error) {
 		state.FromSlot, state.Slot = sidecar.ActiveSlot(pod), sidecar.IdleSlot(pod)
 		state.FromImage, state.IdleImage = sidecar.SlotImage(pod, state.FromSlot), sidecar.SlotImage(pod, state.Slot)
 		state.ToIdleImage = to.Spec.IdleImage
+		if sameImage(state.IdleImage, to.Spec.Image) {
+			// The kubelet would not restart a container whose image does not change, so its
+			// readiness could not tell that the target took the listeners over.
+			return nil, fmt.Errorf("%w: %s runs image %s, which slot %d already runs; give the version an image of its own",
+				errImageNotDistinct, to.Name, to.Spec.Image, state.Slot)
+		}
 		if !p.opts.FullIdleResources && !resourcesEqual(sidecar.Container(pod, state.Slot).Resources, to.Spec.Resources) {
 			state.Phase = PodResizingUp
 			action.Kind = ActionResizeSlotUp
@@ -97,6 +104,9 @@ func (p *planner) start(info *podInfo, rollback bool) (*Action, error) {
 		return action, nil
 	}
 }
+
+// errImageNotDistinct: a hot upgrade to an image the idle slot already runs cannot be observed.
+var errImageNotDistinct = errors.New("the target's image is the idle slot's image")
 
 // swapSlot is the one patch that starts the takeover: the idle slot runs the target and becomes
 // the active slot. sidecar.WithSlotRunning says what that looks like.

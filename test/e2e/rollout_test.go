@@ -206,15 +206,13 @@ func TestAHotUpgradeUnderLoadDropsNothing(t *testing.T) {
 	a.checkPods(t, 5, a.to, 2)
 }
 
-// TestATargetThatNeverBecomesReadyIsRolledBack targets a "proxy" that never becomes ready: the
-// first pod fails its health gate, is put back on the old proxy (which never stopped serving),
-// and the plan stops (maxFailedPods 0, failurePolicy Rollback) with every pod on the old version.
+// TestATargetThatNeverBecomesReadyIsRolledBack targets a proxy that never becomes ready (its
+// image cannot be pulled: the machine has no registry): the first pod fails its health gate, is
+// put back on the old proxy (which never stopped serving), and the plan stops (maxFailedPods 0,
+// failurePolicy Rollback) with every pod on the old version.
 func TestATargetThatNeverBecomesReadyIsRolledBack(t *testing.T) {
 	a := newMeshedApp(t, "e2e-broken", 3, func(ns string) *meshv1alpha1.SidecarVersion {
-		// meshlift-idle never answers the proxy's readiness probe.
-		v := releasedVersion(ns+"-v2", "2.0.0")
-		v.Spec.Image = "meshlift/meshlift-idle:dev"
-		return v
+		return releasedVersion(ns+"-v2", "0.0.0-does-not-exist")
 	})
 	loader := a.startLoad(t, "client", 60*time.Second)
 	plan, took := a.upgrade(t, meshv1alpha1.StrategyHotUpgrade, func(p *meshv1alpha1.UpgradePlan) {
