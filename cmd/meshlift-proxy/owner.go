@@ -113,6 +113,12 @@ func (o *owner) mayOwn() bool {
 // the proxy is configured (certificate and endpoints).
 func (o *owner) acquire(ctx context.Context) error {
 	if o.s.slot > 0 {
+		// Configuration first, then the handoff: the running proxy keeps serving for as long as
+		// the control plane takes (it may be restarting), and the takeover that follows is quick.
+		// The rollout's progress deadline, not this process, decides when that is too long.
+		if err := o.waitConfigured(ctx); err != nil {
+			return err
+		}
 		conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: o.s.handoffSocket, Net: "unix"})
 		if err == nil {
 			return o.takeOver(ctx, handoff.NewConn(conn, o.s.drainTimeout+10*time.Second))
@@ -147,6 +153,22 @@ func (o *owner) acquire(ctx context.Context) error {
 	o.state.SetRole(proxyadmin.RoleActive)
 	o.log.Info("Serving on freshly bound listeners", "listeners", len(listeners))
 	return nil
+}
+
+// waitConfigured waits until the proxy has a certificate and its endpoints, or ctx ends.
+func (o *owner) waitConfigured(ctx context.Context) error {
+	select {
+	case <-o.configured:
+		return nil
+	default:
+	}
+	o.log.Info("Waiting for a certificate and endpoints from the control plane before taking over")
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-o.configured:
+		return nil
+	}
 }
 
 // takeOver is the new process's side of the handoff.
