@@ -37,9 +37,11 @@
 // slot image := target, active-slot and version annotations, as sidecar.WithSlotRunning renders
 // them) -> WaitingReady (the new container ready with the target image = takeover done) ->
 // Stabilizing (minReadySeconds) -> RetireSlot (old slot image := the target's idle image, resize
-// down) -> Succeeded. On failure (not ready within progressDeadlineSeconds counted from the start,
-// a container in CrashLoopBackOff or an image pull error, or not ready any more during
-// minReadySeconds): Revert puts the idle image back into the new slot and makes the old slot,
+// down) -> Succeeded. Stabilizing lasts at least Options.MinStable (3s) even with
+// minReadySeconds 0, since the kubelet can report a restarted container ready for a moment before
+// its first probe; a proxy that is not ready any more during it goes back to WaitingReady. On
+// failure (not ready within progressDeadlineSeconds counted from the start, or a container in
+// CrashLoopBackOff or an image pull error): Revert puts the idle image back into the new slot and makes the old slot,
 // which never stopped running the old proxy, active again, in one patch, then resizes the new
 // slot down. A pod never lacks an active proxy: the active-slot annotation only ever names a
 // slot whose image is a proxy.

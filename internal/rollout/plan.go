@@ -26,6 +26,10 @@ const (
 	DefaultProgressDeadlineSeconds = 300
 	DefaultDrainDuration           = 5 * time.Second
 	DefaultMaxPodRecords           = 100
+	// DefaultMinStable is the least time a new proxy must stay ready before it counts, whatever
+	// minReadySeconds says: the kubelet can report a restarted container ready for a moment
+	// before its first probe, and retiring the old proxy on that would leave the pod without one.
+	DefaultMinStable = 3 * time.Second
 )
 
 // ErrVersionNotFound is wrapped when the plan's target SidecarVersion is not among the inputs.
@@ -44,6 +48,9 @@ type Options struct {
 	DrainDuration time.Duration
 	// MaxPodRecords bounds Result.Pods (status.pods).
 	MaxPodRecords int
+	// MinStable is the least time a new proxy must stay ready, even with minReadySeconds 0
+	// (default DefaultMinStable; negative: none).
+	MinStable time.Duration
 }
 
 // DefaultOptions are the documented defaults.
@@ -52,6 +59,7 @@ func DefaultOptions() Options {
 		IdleResources: sidecar.DefaultOptions().IdleResources,
 		DrainDuration: DefaultDrainDuration,
 		MaxPodRecords: DefaultMaxPodRecords,
+		MinStable:     DefaultMinStable,
 	}
 }
 
@@ -187,6 +195,10 @@ func Plan(in Input) (Result, error) {
 	if p.opts.MaxPodRecords == 0 {
 		p.opts.MaxPodRecords = DefaultMaxPodRecords
 	}
+	if p.opts.MinStable == 0 {
+		p.opts.MinStable = DefaultMinStable
+	}
+	p.minReady = max(p.minReady, p.opts.MinStable)
 	if err := p.run(); err != nil {
 		return Result{}, err
 	}

@@ -378,14 +378,14 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name: "fails a pod whose new proxy stops being ready within minReadySeconds",
+			name: "waits again for a pod whose new proxy stops being ready within minReadySeconds",
 			pods: 1,
 			setup: func(s *sim) {
 				s.failures["web-0"] = flapping
 				s.advance(6)
 			},
 			check: func(t *testing.T, s *sim, res rollout.Result) {
-				if a := actionFor(res, "web-0"); a == nil || a.Kind != rollout.ActionRevert || !strings.Contains(a.Reason, "stopped being ready") {
+				if a := actionFor(res, "web-0"); a == nil || a.Kind != rollout.ActionRecordReady || a.State.Phase != rollout.PodWaitingReady || a.State.ReadySince != nil {
 					t.Errorf("got %v", a)
 				}
 			},

@@ -178,6 +178,16 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionRecordReady, State: next,
 			Reason: fmt.Sprintf("the new proxy is ready; it must stay ready for %s", p.minReady)}
 	case PodStabilizing:
+		if !slotReady(pod, s.Slot, s.ToImage) {
+			// Not ready any more (failure() already failed crash loops and a passed deadline):
+			// wait again. The kubelet can report a restarted container ready for a moment before
+			// its probe runs; a flap must not count as stable, nor fail the pod early.
+			next := p.enter(s, PodWaitingReady)
+			next.ReadySince = nil
+			p.wake(s.StartedAt.Add(p.deadline))
+			return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionRecordReady, State: next,
+				Reason: "the new proxy is not ready any more; waiting for it again"}
+		}
 		if until := s.ReadySince.Add(p.minReady); p.now.Before(until) {
 			p.wake(until)
 			return nil
@@ -240,9 +250,12 @@ func (p *planner) failure(info *podInfo) string {
 			return fmt.Sprintf("the new proxy was not ready within progressDeadlineSeconds (%s, phase %s)", p.deadline, s.Phase)
 		}
 	case PodStabilizing:
-		if !slotReady(pod, s.Slot, s.ToImage) {
-			return fmt.Sprintf("the new proxy stopped being ready %s after it became ready (minReadySeconds %s)",
-				p.now.Sub(*s.ReadySince), p.minReady)
+		if reason := fatalContainerReason(pod, s.Slot); reason != "" {
+			return fmt.Sprintf("container %s is %s after it became ready", sidecar.SlotContainerName(s.Slot), reason)
+		}
+		if !slotReady(pod, s.Slot, s.ToImage) && !p.now.Before(s.StartedAt.Add(p.deadline)) {
+			return fmt.Sprintf("the new proxy stopped being ready %s after it became ready and progressDeadlineSeconds (%s) passed",
+				p.now.Sub(*s.ReadySince), p.deadline)
 		}
 	}
 	return ""

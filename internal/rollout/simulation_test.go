@@ -50,7 +50,7 @@ func golden(t *testing.T, name, got string) {
 }
 
 // thousandPods is scenario (a): 1,000 pods, steps 10% (then a 1m pause), 50%, 100%,
-// maxUnavailable 10%, three pods failing in three ways, maxFailedPods 5.
+// maxUnavailable 10%, three pods misbehaving in three ways (two fail; one flaps and recovers), maxFailedPods 5.
 func thousandPods(t *testing.T) *sim {
 	plan := testPlan(maxUnavailable(intstr.FromString("10%")), func(p *meshv1alpha1.UpgradePlan) {
 		p.Spec.MaxFailedPods = 5
@@ -63,6 +63,8 @@ func thousandPods(t *testing.T) *sim {
 	s := newSim(t, plan, 1000, "proxy-v1")
 	s.failures["web-005"] = neverReady
 	s.failures["web-300"] = crashLoop
+	// web-777's new proxy flaps (ready, then not for six seconds): it is waited for again, not
+	// counted stable, and passes once it stays ready, within its deadline.
 	s.failures["web-777"] = flapping
 	// Two pods are not Ready for a while for reasons of their own: they count against the
 	// budget and are upgraded later.
@@ -75,8 +77,8 @@ func thousandPods(t *testing.T) *sim {
 func TestSimulationThousandPodsWithStepsAndFailures(t *testing.T) {
 	s := thousandPods(t)
 	res := s.run(2000)
-	if res.Phase != meshv1alpha1.PhaseSucceeded || res.Counts.Updated != 997 || res.Counts.Failed != 3 {
-		t.Errorf("got %s with %d updated and %d failed, want Succeeded with 997 updated and 3 failed", res.Phase, res.Counts.Updated, res.Counts.Failed)
+	if res.Phase != meshv1alpha1.PhaseSucceeded || res.Counts.Updated != 998 || res.Counts.Failed != 2 {
+		t.Errorf("got %s with %d updated and %d failed, want Succeeded with 998 updated and 2 failed", res.Phase, res.Counts.Updated, res.Counts.Failed)
 	}
 	golden(t, "thousand-pods", s.log.String())
 }
