@@ -77,7 +77,7 @@
 //   - a target set back (spec.targetVersion changed while pods are in flight) aborts the pods in
 //     flight (they revert to where they came from, not counted as failures) and upgrades the rest
 //     to the new target; when that walks pods back to the version they came from, the phase is
-//     RollingBack and ends as RolledBack.
+//     RollingBack and ends as RolledBack, in one stage: the steps and their pauses do not apply.
 //   - candidates start in namespace/name order: deterministic, so a log or a test can tell which
 //     pod is next.
 //

@@ -396,6 +396,10 @@ func (p *planner) run() error {
 			failed, spec.MaxFailedPods, inFlight)
 	default:
 		step, need, pause := p.steps(updated, failed, total, inFlight)
+		if walkBackPending {
+			// A target set back to where pods came from is a rollback: one stage, no step pauses.
+			need, pause = total, ""
+		}
 		p.res.CurrentStep = step
 		stepText := ""
 		if len(steps) > 0 {

@@ -255,3 +255,20 @@ func diffLines(want, got string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A plan held by a step pause without a duration, whose target is then set back: the pause
+// belongs to the old target, so the upgraded pods walk back at once.
+func TestTargetSetBackDuringAStepPauseWalksBack(t *testing.T) {
+	plan := testPlan(func(p *meshv1alpha1.UpgradePlan) {
+		p.Spec.Strategy.Steps = []meshv1alpha1.UpgradeStep{
+			step(intstr.FromInt32(2), &meshv1alpha1.StepPause{}),
+			step(intstr.FromString("100%"), nil),
+		}
+	})
+	s := newSim(t, plan, 3, "proxy-v1")
+	s.hooks[60] = func(s *sim) { s.plan.Spec.TargetVersion = "proxy-v1" }
+	res := s.run(600)
+	if res.Phase != meshv1alpha1.PhaseRolledBack || res.Counts.Updated != 3 {
+		t.Errorf("phase %s with %+v, want RolledBack with all 3 pods on proxy-v1: %s", res.Phase, res.Counts, res.Message)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -290,4 +291,37 @@ func TestInPlaceAndRecreateComplete(t *testing.T) {
 			a.checkPods(t, 3, a.to, 0)
 		})
 	}
+}
+
+// TestSettingTheTargetBackWalksUpgradedPodsBack stops a plan after its first step (2 of 3 pods
+// upgraded, a pause without a duration), then sets the target back: the upgraded pods walk back
+// to the old version the same way, by hot upgrade, under load, and the plan ends RolledBack.
+func TestSettingTheTargetBackWalksUpgradedPodsBack(t *testing.T) {
+	a := newMeshedApp(t, "e2e-back", 3, func(ns string) *meshv1alpha1.SidecarVersion { return releasedVersion(ns+"-v2", "2.0.0") })
+	loader := a.startLoad(t, "client", 90*time.Second)
+	plan, _ := a.upgrade(t, meshv1alpha1.StrategyHotUpgrade, func(p *meshv1alpha1.UpgradePlan) {
+		p.Spec.Strategy.Steps = []meshv1alpha1.UpgradeStep{
+			{Partition: intstr.FromInt32(2), Pause: &meshv1alpha1.StepPause{}},
+			{Partition: intstr.FromString("100%")},
+		}
+	}, meshv1alpha1.PhasePaused)
+	if plan.Status.Counts.Updated != 2 {
+		t.Fatalf("the first step stopped at %+v, want 2 updated", plan.Status.Counts)
+	}
+	patch := []byte(fmt.Sprintf(`{"spec":{"targetVersion":%q}}`, a.from.Name))
+	if err := k8s.Patch(context.Background(), plan, client.RawPatch("application/merge-patch+json", patch)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Minute, func(ctx context.Context) (bool, string) {
+		got := &meshv1alpha1.UpgradePlan{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(plan), got); err != nil {
+			return false, err.Error()
+		}
+		return got.Status.Phase == meshv1alpha1.PhaseRolledBack || got.Status.Phase == meshv1alpha1.PhaseSucceeded,
+			fmt.Sprintf("plan %s %+v %v", got.Status.Phase, got.Status.Counts, got.Status.Pods)
+	})
+	if r := loadResult(t, loader); r.Failed != 0 || r.OK == 0 {
+		t.Errorf("requests failed while pods walked back: %+v", r)
+	}
+	a.checkPods(t, 3, a.from, 0)
 }
