@@ -46,7 +46,7 @@ func (e *UnresolvedError) Error() string { return e.Message }
 // Resolve returns the SidecarVersion that new pods of ms get. plans may hold plans of any
 // namespace; only those of ms's namespace that select it count. versions are all SidecarVersions.
 func Resolve(ms *meshv1alpha1.MeshService, plans []meshv1alpha1.UpgradePlan, versions []meshv1alpha1.SidecarVersion) (Resolution, error) {
-	if governing := GoverningPlans(ms, plans); len(governing) > 0 {
+	if governing := GoverningPlans(ms, plans); len(governing) > 0 && !gaveUp(governing[0]) {
 		plan := governing[0]
 		res := Resolution{Version: plan.Spec.TargetVersion, Source: meshv1alpha1.VersionSourceUpgradePlan, Plan: plan.Name}
 		if !exists(versions, res.Version) {
@@ -74,6 +74,17 @@ func Resolve(ms *meshv1alpha1.MeshService, plans []meshv1alpha1.UpgradePlan, ver
 		return Resolution{}, &UnresolvedError{Reason: ReasonDefaultConflict, Message: fmt.Sprintf(
 			"%d SidecarVersions claim spec.default (%s): unset it on all but one", len(defaults), strings.Join(defaults, ", "))}
 	}
+}
+
+// gaveUp reports whether a plan failed or rolled back: its target is not what new pods should
+// get any more, so the MeshService's pin or the default decides again (the version the pods
+// came from, as a rule), and a scale-up does not create pods with a version that just failed.
+func gaveUp(plan *meshv1alpha1.UpgradePlan) bool {
+	switch plan.Status.Phase {
+	case meshv1alpha1.PhaseFailed, meshv1alpha1.PhaseRollingBack, meshv1alpha1.PhaseRolledBack:
+		return true
+	}
+	return false
 }
 
 // DefaultClaims returns the sorted names of the live SidecarVersions with spec.default set.

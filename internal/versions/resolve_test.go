@@ -60,6 +60,24 @@ func TestResolve(t *testing.T) {
 			want:     versions.Resolution{Version: "proxy-v3", Source: meshv1alpha1.VersionSourceUpgradePlan, Plan: "up"},
 		},
 		{
+			name: "falls back to the pin when the governing plan failed or rolled back",
+			ms:   pinned,
+			plans: []meshv1alpha1.UpgradePlan{planOf("up", "proxy-v3", t0, func(p *meshv1alpha1.UpgradePlan) {
+				p.Status.Phase = meshv1alpha1.PhaseFailed
+			})},
+			versions: []meshv1alpha1.SidecarVersion{v1, v2, v3},
+			want:     versions.Resolution{Version: "proxy-v2", Source: meshv1alpha1.VersionSourceMeshService},
+		},
+		{
+			name: "falls back to the default while the governing plan rolls back",
+			ms:   web,
+			plans: []meshv1alpha1.UpgradePlan{planOf("up", "proxy-v3", t0, func(p *meshv1alpha1.UpgradePlan) {
+				p.Status.Phase = meshv1alpha1.PhaseRollingBack
+			})},
+			versions: []meshv1alpha1.SidecarVersion{v1, v2, v3},
+			want:     versions.Resolution{Version: "proxy-v1", Source: meshv1alpha1.VersionSourceDefault},
+		},
+		{
 			name: "lets the oldest of two governing plans win",
 			ms:   web,
 			plans: []meshv1alpha1.UpgradePlan{
