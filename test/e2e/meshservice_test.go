@@ -99,7 +99,7 @@ func idleOnlyVersion(name string) *meshv1alpha1.SidecarVersion {
 func TestInjectedPodsRunOnTheNodeAndTheMeshServiceCountsThem(t *testing.T) {
 	ctx := context.Background()
 	ns := createNamespace(t, "e2e-status")
-	version := idleOnlyVersion("e2e-status-proxy")
+	version := idleOnlyVersion(ns + "-proxy") // named after the namespace: unique even if an earlier run was cut off
 	if err := k8s.Create(ctx, version); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestInjectedPodsRunOnTheNodeAndTheMeshServiceCountsThem(t *testing.T) {
 	}
 
 	// The kubelet runs three injected pods; the MeshService reports exactly them.
-	waitForPodsAndStatus(t, ns, 3)
+	waitForPodsAndStatus(t, ns, version.Name, 3)
 	pods, err := runningPods(ctx, ns, "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -165,12 +165,12 @@ func TestInjectedPodsRunOnTheNodeAndTheMeshServiceCountsThem(t *testing.T) {
 	if err := k8s.Patch(ctx, deploy, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"replicas":1}}`))); err != nil {
 		t.Fatal(err)
 	}
-	waitForPodsAndStatus(t, ns, 1)
+	waitForPodsAndStatus(t, ns, version.Name, 1)
 }
 
 // waitForPodsAndStatus waits until want demo pods run and the MeshService's status counts exactly
 // those pods, all injected with its pinned version.
-func waitForPodsAndStatus(t *testing.T, ns string, want int) {
+func waitForPodsAndStatus(t *testing.T, ns, version string, want int) {
 	t.Helper()
 	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
 		pods, err := runningPods(ctx, ns, "demo")
@@ -190,7 +190,7 @@ func waitForPodsAndStatus(t *testing.T, ns string, want int) {
 		}
 		p := ms.Status.Pods
 		if p.Matched != int32(want) || p.Ready != int32(want) || p.Injected != int32(want) ||
-			ms.Status.CurrentVersion != "e2e-status-proxy" || ms.Status.ObservedGeneration != ms.Generation {
+			ms.Status.CurrentVersion != version || ms.Status.ObservedGeneration != ms.Generation {
 			return false, fmt.Sprintf("MeshService status %+v", ms.Status)
 		}
 		return true, ""
