@@ -11,6 +11,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshlift/meshlift/internal/identity"
 )
 
 // Handshake failures, each a reason label of meshlift_proxy_tls_handshake_failures_total.
@@ -74,7 +76,7 @@ type trustState struct {
 // SetCertificate installs the workload certificate (the leaf and its intermediates, PEM) and its
 // PEM private key (PKCS#8, SEC1 or PKCS#1). New handshakes use it; connections keep theirs.
 func (p *Proxy) SetCertificate(chainPEM, keyPEM []byte) error {
-	key, err := parsePrivateKey(keyPEM)
+	key, err := identity.ParsePrivateKey(keyPEM)
 	if err != nil {
 		return fmt.Errorf("failed to read the workload key: %w", err)
 	}
@@ -331,31 +333,4 @@ func (c *sessionCache) Put(_ string, session *tls.ClientSessionState) {
 		generation = ts.generation
 	}
 	c.state.Store(&cachedSession{session: session, generation: generation})
-}
-
-func parsePrivateKey(keyPEM []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(keyPEM)
-	if block == nil {
-		return nil, errors.New("no PEM block")
-	}
-	var key any
-	var err error
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("PEM block %q is not a private key", block.Type)
-	}
-	if err != nil {
-		return nil, err
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("key of type %T cannot sign", key)
-	}
-	return signer, nil
 }

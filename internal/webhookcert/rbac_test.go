@@ -6,8 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -17,11 +15,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshlift/meshlift/internal/repo"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 	"github.com/meshlift/meshlift/internal/webhookcert/pki"
 )
@@ -29,82 +24,13 @@ import (
 // These tests run the Manager as a user with only the permissions of config/rbac/role.yaml
 // (generated from the +kubebuilder:rbac markers), as the operator's ServiceAccount runs.
 
-// generatedRules reads the rules of the ClusterRole and of the Role named manager-role.
-func generatedRules(t *testing.T) (clusterRules, namespacedRules []rbacv1.PolicyRule) {
-	t.Helper()
-	root, err := repo.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		var role struct {
-			Kind  string              `json:"kind"`
-			Rules []rbacv1.PolicyRule `json:"rules"`
-		}
-		if err := decoder.Decode(&role); err != nil {
-			break
-		}
-		switch role.Kind {
-		case "ClusterRole":
-			clusterRules = role.Rules
-		case "Role":
-			namespacedRules = role.Rules
-		}
-	}
-	if clusterRules == nil || namespacedRules == nil {
-		t.Fatal("config/rbac/role.yaml holds no ClusterRole or no Role: run `make manifests`")
-	}
-	return clusterRules, namespacedRules
-}
-
-// grant binds rules to user, cluster-wide or in ns, until the test ends; roleName tells the
-// roles of one test apart.
-func grant(t *testing.T, roleName, user, ns string, clusterRules, namespacedRules []rbacv1.PolicyRule) {
-	t.Helper()
-	ctx := context.Background()
-	name := ns + "-" + roleName
-	subjects := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
-	objects := []client.Object{
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: clusterRules},
-		&rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
-			Subjects:   subjects,
-		},
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Rules: namespacedRules},
-		&rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
-			Subjects:   subjects,
-		},
-	}
-	for _, obj := range objects {
-		if err := env.Client.Create(ctx, obj); err != nil {
-			t.Fatalf("failed to create %T %s: %v", obj, obj.GetName(), err)
-		}
-		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), obj) })
-	}
-}
-
-// as returns credentials that act as user (the test's admin may impersonate anyone).
-func as(user string) *rest.Config {
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-	return cfg
-}
-
 func TestTheGeneratedRBACIsEnough(t *testing.T) {
 	ns := env.Namespace(t, "rbac")
 	configs := createWebhookConfigurations(t, ns, nil)
-	clusterRules, namespacedRules := generatedRules(t)
-	grant(t, "manager", "operator", ns, clusterRules, namespacedRules)
+	clusterRules, namespacedRules := testenv.GeneratedRules(t)
+	env.Grant(t, "manager", "operator", ns, clusterRules, namespacedRules)
 
-	certs := startReplicaAs(t, as("operator"), selfManaged(ns, configs, nil))
+	certs := startReplicaAs(t, env.As("operator"), selfManaged(ns, configs, nil))
 	secret := waitForSecret(t, ns, secretExists)
 	waitForCABundle(t, configs, secret.Data[pki.CACertKey])
 	waitReady(t, certs)
@@ -113,7 +39,7 @@ func TestTheGeneratedRBACIsEnough(t *testing.T) {
 func TestAReplicaKeepsItsCertificateUntilTheNewCAIsInCABundle(t *testing.T) {
 	ns := env.Namespace(t, "ordering")
 	configs := createWebhookConfigurations(t, ns, nil)
-	clusterRules, namespacedRules := generatedRules(t)
+	clusterRules, namespacedRules := testenv.GeneratedRules(t)
 	// The same permissions, except that the webhook configurations can be read but not written.
 	var readOnly []rbacv1.PolicyRule
 	for _, rule := range clusterRules {
@@ -123,11 +49,11 @@ func TestAReplicaKeepsItsCertificateUntilTheNewCAIsInCABundle(t *testing.T) {
 		}
 		readOnly = append(readOnly, rule)
 	}
-	grant(t, "read-only", "operator", ns, readOnly, namespacedRules)
+	env.Grant(t, "read-only", "operator", ns, readOnly, namespacedRules)
 
 	now := newClock()
 	start := now.Now()
-	certs := startReplicaAs(t, as("operator"), selfManaged(ns, configs, now.Now))
+	certs := startReplicaAs(t, env.As("operator"), selfManaged(ns, configs, now.Now))
 	// Nothing is served yet, so the first certificate is served even though its CA could not be
 	// injected: a certificate nobody trusts is no worse than none.
 	first := pki.FromSecretData(waitForSecret(t, ns, secretExists).Data)
@@ -209,7 +135,7 @@ func TestAReplicaKeepsItsCertificateUntilTheNewCAIsInCABundle(t *testing.T) {
 
 	// Once it may write the webhook configurations, it injects the new CA, then serves the new
 	// certificate.
-	grant(t, "manager", "operator", ns, clusterRules, namespacedRules)
+	env.Grant(t, "manager", "operator", ns, clusterRules, namespacedRules)
 	waitWaking(func(ctx context.Context) (bool, string) {
 		bundles, err := configs.caBundles(ctx)
 		if err != nil {
