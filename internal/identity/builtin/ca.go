@@ -19,13 +19,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/identity/wake"
 )
 
 // The CA Secret lives in the operator's namespace: a Role there, not access to every Secret.
@@ -159,38 +159,9 @@ func (c *CA) Start(ctx context.Context) error {
 	}
 	log := ctrl.LoggerFrom(ctx).WithName("builtin-ca").WithValues("secret", klog.KRef(c.opts.Namespace, c.opts.SecretName))
 	ctx = ctrl.LoggerInto(ctx, log)
-	c.watch(ctx)
+	wake.OnChange(ctx, c.watches, &corev1.Secret{}, c.wake, "the CA Secret")
 	c.run(ctx)
 	return nil
-}
-
-// watch starts the private cache; every change of the Secret wakes the sync loop. Without it
-// (e.g. no list/watch permission) the loop still runs on its timer.
-func (c *CA) watch(ctx context.Context) {
-	log := ctrl.LoggerFrom(ctx)
-	wakeUp := func() {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	}
-	informer, err := c.watches.GetInformer(ctx, &corev1.Secret{}, cache.BlockUntilSynced(false))
-	if err == nil {
-		_, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { wakeUp() },
-			UpdateFunc: func(any, any) { wakeUp() },
-			DeleteFunc: func(any) { wakeUp() },
-		})
-	}
-	if err != nil {
-		log.Error(err, "Failed to watch the CA Secret; relying on the periodic check")
-		return
-	}
-	go func() {
-		if err := c.watches.Start(ctx); err != nil {
-			log.Error(err, "Watching the CA Secret stopped; relying on the periodic check")
-		}
-	}()
 }
 
 // run syncs now, then again when the Secret changes, at the check interval, or after a growing

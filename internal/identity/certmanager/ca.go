@@ -30,13 +30,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/identity/wake"
 )
 
 // The CertificateRequests live in the operator's namespace.
@@ -218,7 +218,7 @@ func (c *CA) Start(ctx context.Context) error {
 	ref := c.opts.IssuerRef
 	log := ctrl.LoggerFrom(ctx).WithName("cert-manager-ca").WithValues("issuerKind", ref.Kind, "issuerName", ref.Name, "replica", c.opts.Replica)
 	ctx = ctrl.LoggerInto(ctx, log)
-	c.watch(ctx)
+	wake.OnChange(ctx, c.watches, &cmapi.CertificateRequest{}, c.wake, "CertificateRequests")
 	backoff := c.firstBackoff
 	for {
 		renewAt, err := c.issue(ctx)
@@ -245,35 +245,6 @@ func (c *CA) Start(ctx context.Context) error {
 		case <-timer.C:
 		}
 	}
-}
-
-// watch starts the private cache; every change of this replica's CertificateRequests wakes the
-// wait for issuance. Without it the wait reads the request every CheckInterval.
-func (c *CA) watch(ctx context.Context) {
-	log := ctrl.LoggerFrom(ctx)
-	wakeUp := func() {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	}
-	informer, err := c.watches.GetInformer(ctx, &cmapi.CertificateRequest{}, cache.BlockUntilSynced(false))
-	if err == nil {
-		_, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { wakeUp() },
-			UpdateFunc: func(any, any) { wakeUp() },
-			DeleteFunc: func(any) { wakeUp() },
-		})
-	}
-	if err != nil {
-		log.Error(err, "Failed to watch CertificateRequests; relying on the periodic check")
-		return
-	}
-	go func() {
-		if err := c.watches.Start(ctx); err != nil {
-			log.Error(err, "Watching CertificateRequests stopped; relying on the periodic check")
-		}
-	}()
 }
 
 // issue gets a new intermediate from cert-manager, publishes it, cleans up old requests and
