@@ -66,6 +66,7 @@ type options struct {
 	caIssuer       cmmeta.IssuerReference
 	caDuration     time.Duration
 	controlPlane   string
+	replicaName    string
 	leafLifetime   time.Duration
 	logLevel       string
 	logFormat      string
@@ -100,6 +101,7 @@ func main() {
 	flag.StringVar(&opts.caIssuer.Group, "ca-issuer-group", "cert-manager.io", "API group of --ca-issuer-name (for external issuers).")
 	flag.DurationVar(&opts.caDuration, "ca-duration", certmanager.DefaultDuration, "Lifetime requested for the intermediate CA (cert-manager backend); it is renewed at two thirds.")
 	flag.StringVar(&opts.controlPlane, "control-plane-bind-address", controlplane.DefaultAddress, "Address of the control-plane gRPC server (SDS and EDS for the proxies); \"0\" disables it.")
+	flag.StringVar(&opts.replicaName, "replica-name", envOr("POD_NAME", hostname()), "This replica's name (default: $POD_NAME, else the host name): its control plane acknowledges InPlace drains under it.")
 	flag.DurationVar(&opts.leafLifetime, "leaf-lifetime", controlplane.DefaultLeafLifetime, "Lifetime of workload certificates; proxies rotate them at half of it.")
 	flag.StringVar(&opts.logLevel, "log-level", "info", "Log level: debug, info, warn, error, or a number (higher is more verbose: 1 = debug).")
 	flag.StringVar(&opts.logFormat, "log-format", "json", "Log format: json or console.")
@@ -170,7 +172,14 @@ func run(ctx context.Context, opts options) error {
 	}
 	rolloutOpts := rollout.DefaultOptions()
 	rolloutOpts.IdleResources, rolloutOpts.FullIdleResources = opts.injection.IdleResources, opts.injection.FullIdleResources
-	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: opts.trustDomain, CA: holder, Rollout: &rolloutOpts}); err != nil {
+	controllerOpts := controllers.Options{TrustDomain: opts.trustDomain, CA: holder, Rollout: &rolloutOpts}
+	if opts.controlPlane != "0" {
+		// InPlace drains wait for every control-plane replica to acknowledge them.
+		controllerOpts.ControlPlane = &controllers.ControlPlaneReplicas{
+			Namespace: opts.namespace, Service: controlplane.DefaultServiceName, Self: opts.replicaName,
+		}
+	}
+	if err := controllers.Setup(ctx, mgr, controllerOpts); err != nil {
 		return err
 	}
 	if opts.controlPlane != "0" {
@@ -178,7 +187,7 @@ func run(ctx context.Context, opts options) error {
 		host, _, _ := net.SplitHostPort(opts.injection.ControlPlaneAddress)
 		cp, err := controlplane.Setup(ctx, mgr, holder, controlplane.Options{
 			Address: opts.controlPlane, TrustDomain: opts.trustDomain, Namespace: opts.namespace, LeafLifetime: opts.leafLifetime,
-			ExtraNames: []string{host},
+			ExtraNames: []string{host}, ReplicaName: opts.replicaName,
 		})
 		if err != nil {
 			return err
@@ -317,4 +326,10 @@ func parseLevel(s string) (zapcore.Level, error) {
 		return zapcore.Level(-verbosity), nil
 	}
 	return 0, fmt.Errorf("--log-level must be debug, info, warn, error or a verbosity number, not %q", s)
+}
+
+// hostname is the host's name, "" when it cannot be read.
+func hostname() string {
+	name, _ := os.Hostname()
+	return name
 }

@@ -19,6 +19,9 @@ type Options struct {
 	CA *identity.Holder
 	// Rollout are the rollout settings of the UpgradePlan controller (zero: rollout.DefaultOptions).
 	Rollout *rollout.Options
+	// ControlPlane, when set, makes InPlace upgrades wait for the control-plane replicas to
+	// acknowledge each drain (nil: they wait Rollout.DrainDuration).
+	ControlPlane *ControlPlaneReplicas
 }
 
 // Setup registers the cache indexes and every controller with the manager. main.go and the
@@ -44,7 +47,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if opts.Rollout != nil {
 		rolloutOpts = *opts.Rollout
 	}
-	if err := NewUpgradePlanReconciler(mgr.GetClient(), mgr.GetEventRecorder("meshlift-rollout"), rolloutOpts).SetupWithManager(mgr); err != nil {
+	plans := NewUpgradePlanReconciler(mgr.GetClient(), mgr.GetEventRecorder("meshlift-rollout"), rolloutOpts)
+	plans.ControlPlane = opts.ControlPlane
+	if err := plans.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the UpgradePlan controller: %w", err)
 	}
 	if opts.CA != nil {

@@ -31,6 +31,11 @@ func TestMain(m *testing.M) {
 	testenv.Main(m, &env, startManager)
 }
 
+// controlPlane is where the UpgradePlan controller looks for the control-plane replicas that
+// acknowledge InPlace drains (no test runs a control plane: the tests write the
+// acknowledgements).
+var controlPlane = controllers.ControlPlaneReplicas{Namespace: "meshlift-cp-test", Service: "meshlift-control-plane", Self: "operator-self"}
+
 func startManager(e *testenv.Env) (stop func(), err error) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
 	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
@@ -48,7 +53,7 @@ func startManager(e *testenv.Env) (stop func(), err error) {
 	}
 	mesh.Set(authority)
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: "test.local", CA: mesh}); err != nil {
+	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: "test.local", CA: mesh, ControlPlane: &controlPlane}); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -56,6 +56,9 @@ type UpgradePlanReconciler struct {
 	Recorder events.EventRecorder
 	Options  rollout.Options
 	Clock    clock.PassiveClock
+	// ControlPlane, when set, confirms InPlace drains with the control-plane replicas'
+	// acknowledgements; nil: an InPlace upgrade waits Options.DrainDuration instead.
+	ControlPlane *ControlPlaneReplicas
 
 	// stale holds, per pod UID, the resourceVersion a pod had before this process patched it:
 	// while the cache still shows that version, it has not seen the patch yet, and deciding on
@@ -110,7 +113,11 @@ func (r *UpgradePlanReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}
 
-	res, err := rollout.Plan(rollout.Input{Plan: plan, Versions: byName, Pods: pods, Now: r.Clock.Now(), Options: r.Options})
+	drain, err := r.drainInput(ctx, pods)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	res, err := rollout.Plan(rollout.Input{Plan: plan, Versions: byName, Pods: pods, Now: r.Clock.Now(), Options: r.Options, Drain: drain})
 	if errors.Is(err, rollout.ErrVersionNotFound) {
 		return ctrl.Result{}, r.reportTargetNotFound(ctx, plan, conflicts, err)
 	}

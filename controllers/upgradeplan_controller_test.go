@@ -4,15 +4,18 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
@@ -262,6 +265,72 @@ func TestAPlanWhoseTargetDoesNotExistWaitsAndTouchesNothing(t *testing.T) {
 	for _, pod := range f.list(t) {
 		if _, ok := pod.Annotations[meshv1alpha1.AnnotationUpgrade]; ok || sidecar.Version(&pod) != f.from.Name {
 			t.Errorf("pod %s was touched: %v", pod.Name, pod.Annotations)
+		}
+	}
+}
+
+func TestAnInPlaceUpgradeRestartsTheProxyOnceEveryControlPlaneReplicaAcknowledgedTheDrain(t *testing.T) {
+	ctx := context.Background()
+	// Two ready control-plane replicas and one that is not ready (it serves nobody).
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controlPlane.Namespace}}
+	if err := env.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	endpoint := func(name string, ready bool) discoveryv1.Endpoint {
+		return discoveryv1.Endpoint{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: controlPlane.Namespace, Name: name}}
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: controlPlane.Namespace, Name: "meshlift-control-plane-x1",
+			Labels: map[string]string{discoveryv1.LabelServiceName: controlPlane.Service}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{endpoint("operator-a", true), endpoint("operator-b", true), endpoint("operator-c", false)},
+	}
+	if err := env.Client.Create(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), slice) })
+
+	f := newRolloutFixture(t, "rollout-inplace", 1)
+	plan := gen.UpgradePlan("to-v2", f.to.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)),
+		func(p *meshv1alpha1.UpgradePlan) { p.Spec.Strategy.Type = meshv1alpha1.StrategyInPlace })
+	if err := env.Client.Create(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	pod := func() *corev1.Pod {
+		return &f.list(t)[0]
+	}
+	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		return pod().Annotations[meshv1alpha1.AnnotationEDSExcluded] == "true", "the pod is not excluded from EDS yet"
+	})
+	acknowledge := func(replica string) {
+		t.Helper()
+		patch := client.RawPatch("application/merge-patch+json",
+			[]byte(`{"metadata":{"annotations":{"`+meshv1alpha1.EDSAckAnnotation(replica)+`":"true"}}}`))
+		if err := env.Client.Patch(ctx, pod(), patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Past the fixed drain duration, with one of the two replicas' acknowledgement: the proxy
+	// is not restarted.
+	acknowledge("operator-a")
+	time.Sleep(rollout.DefaultDrainDuration + 2*time.Second)
+	if image := sidecar.SlotImage(pod(), sidecar.ActiveSlot(pod())); image != f.from.Spec.Image {
+		t.Fatalf("the proxy was restarted on %s before every replica acknowledged the drain", image)
+	}
+	acknowledge("operator-b")
+	testenv.Eventually(t, 2*time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true })
+		p := f.plan(t, "to-v2")
+		return p.Status.Phase == meshv1alpha1.PhaseSucceeded, fmt.Sprintf("plan %s, counts %+v", p.Status.Phase, p.Status.Counts)
+	})
+	got := pod()
+	if image := sidecar.SlotImage(got, sidecar.ActiveSlot(got)); image != f.to.Spec.Image || sidecar.Version(got) != f.to.Name {
+		t.Errorf("the pod runs %s (version %s), want %s", image, sidecar.Version(got), f.to.Spec.Image)
+	}
+	for k := range got.Annotations {
+		if k == meshv1alpha1.AnnotationEDSExcluded || strings.HasPrefix(k, meshv1alpha1.AnnotationPrefixEDSAck) {
+			t.Errorf("annotation %s is left on the restored pod", k)
 		}
 	}
 }

@@ -1,5 +1,11 @@
 package v1alpha1
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
+)
+
 // Labels and annotations of the pod contract (ARCHITECTURE.md section 4). They live in the API
 // package because the webhook, the controllers, the proxy and the kubectl plugin all read them.
 const (
@@ -33,6 +39,12 @@ const (
 	// cold and removes it once the new proxy is ready.
 	AnnotationEDSExcluded = "meshlift.io/eds-excluded"
 
+	// AnnotationPrefixEDSAck prefixes the annotation each control-plane replica writes on a pod
+	// excluded from EDS once every proxy connected to it has acknowledged endpoints without the
+	// pod (EDSAckAnnotation names it). The InPlace rollout waits for the replicas that serve
+	// proxies, then restarts the pod's proxy, and removes these annotations with the exclusion.
+	AnnotationPrefixEDSAck = "eds-ack.meshlift.io/"
+
 	// ReadinessGateProxyReady is the pod readiness gate the operator sets once the active proxy
 	// is ready (opt-in per MeshService).
 	ReadinessGateProxyReady = "meshlift.io/proxy-ready"
@@ -43,3 +55,17 @@ const (
 	// ConditionReady says whether the object is doing its job; see each kind for the details.
 	ConditionReady = "Ready"
 )
+
+// EDSAckAnnotation is the drain acknowledgement annotation of the control-plane replica named
+// replica (its pod name): AnnotationPrefixEDSAck + the name, or + "r-" and a digest of it when
+// the name is not a valid annotation name (more than 63 characters, or other characters).
+func EDSAckAnnotation(replica string) string {
+	if len(replica) <= 63 && qualifiedName.MatchString(replica) {
+		return AnnotationPrefixEDSAck + replica
+	}
+	sum := sha256.Sum256([]byte(replica))
+	return AnnotationPrefixEDSAck + "r-" + hex.EncodeToString(sum[:10])
+}
+
+// qualifiedName is the name part of an annotation key.
+var qualifiedName = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)

@@ -10,12 +10,15 @@ import (
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/controlplane"
 	"github.com/meshlift/meshlift/internal/controlplane/endpoints"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
+	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
 // createMeshService creates a MeshService with one HTTP port that calls upstreams
@@ -187,4 +190,79 @@ func waitFor(t *testing.T, c *xds, done func(lines []string) bool) {
 		}
 	}
 	t.Fatalf("the endpoints did not reach the expected state; last:\n%s", strings.Join(last, "\n"))
+}
+
+// TestDrainAcknowledgements: a replica acknowledges a pod's exclusion from EDS on the pod once
+// every stream that calls its MeshService acknowledged endpoints without it, and not before.
+func TestDrainAcknowledgements(t *testing.T) {
+	cp := startControlPlane(t, controlplane.Options{ReplicaName: "replica-a"})
+	ns := env.Namespace(t, "drain")
+	ctx := context.Background()
+	ackKey := meshv1alpha1.EDSAckAnnotation("replica-a")
+	createMeshService(t, ns, "api")
+	createMeshService(t, ns, "web", "api:http")
+	createMeshService(t, ns, "solo")
+	web := cp.workload(t, ns, "web-1", "web", "web")
+	api1 := cp.createPod(t, ns, "api-1", "api", "api")
+	api2 := cp.createPod(t, ns, "api-2", "api", "api")
+	solo := cp.createPod(t, ns, "solo-1", "solo", "solo")
+	setStatus(t, api1, "10.1.0.1", true)
+	setStatus(t, api2, "10.1.0.2", true)
+	setStatus(t, solo, "10.1.0.3", true)
+	apiCluster := "http.api." + ns
+	endpoint := func(ip string) string { return ip + ":15006=spiffe://" + trustDomain + "/ns/" + ns + "/sa/api/HEALTHY" }
+	names := []string{apiCluster}
+	c := cp.openADS(t, web.token)
+	c.send(t, &discoveryv3.DiscoveryRequest{Node: node(web.pod, nil), TypeUrl: controlplane.TypeClusterLoadAssignment, ResourceNames: names})
+	c.expectAssignments(t, names, apiCluster+": "+endpoint("10.1.0.1")+" "+endpoint("10.1.0.2"))
+
+	exclude := func(pod *corev1.Pod) {
+		t.Helper()
+		patch := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"annotations":{"`+meshv1alpha1.AnnotationEDSExcluded+`":"true"}}}`))
+		if err := env.Client.Patch(ctx, pod, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acknowledged := func(pod *corev1.Pod) bool {
+		t.Helper()
+		current := &corev1.Pod{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pod), current); err != nil {
+			t.Fatal(err)
+		}
+		return current.Annotations[ackKey] == "true"
+	}
+	waitAcknowledged := func(pod *corev1.Pod) {
+		t.Helper()
+		testenv.Eventually(t, timeout, func(context.Context) (bool, string) {
+			return acknowledged(pod), "no acknowledgement " + ackKey + " on " + pod.Name
+		})
+	}
+
+	// Nobody calls solo: its exclusion is acknowledged at once.
+	exclude(solo)
+	waitAcknowledged(solo)
+
+	// web's proxy gets the endpoints without api-2 but has not acknowledged them yet: no
+	// acknowledgement, even across a few rechecks.
+	exclude(api2)
+	resp := c.recv(t, timeout)
+	if got := assignments(t, resp); !slices.Equal(got, []string{apiCluster + ": " + endpoint("10.1.0.1")}) {
+		t.Fatalf("endpoints after the exclusion: %v", got)
+	}
+	time.Sleep(3 * time.Second)
+	if acknowledged(api2) {
+		t.Fatal("the exclusion was acknowledged before the proxy acknowledged the endpoints without the pod")
+	}
+	// A NACK is not an acknowledgement either.
+	c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce(), ResourceNames: names,
+		ErrorDetail: &status.Status{Message: "rejected for the test"}})
+	time.Sleep(3 * time.Second)
+	if acknowledged(api2) {
+		t.Fatal("the exclusion was acknowledged after a NACK")
+	}
+	c.ack(t, resp, names)
+	waitAcknowledged(api2)
+	if acknowledged(api1) {
+		t.Fatal("a pod still in the endpoints was acknowledged")
+	}
 }

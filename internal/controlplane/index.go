@@ -46,6 +46,18 @@ type serviceState struct {
 	upstreams   []endpoints.Upstream
 	assignments map[string]resource // by port name
 	digest      string
+	// routed are the pods in the assignments: a stream that sent or acknowledged this state
+	// may route to them.
+	routed map[types.UID]struct{}
+}
+
+// routes reports whether the state's assignments hold the pod with uid.
+func (s *serviceState) routes(uid types.UID) bool {
+	if s == nil {
+		return false
+	}
+	_, ok := s.routed[uid]
+	return ok
 }
 
 // assignment is the resource of cluster, which is a port of this MeshService: empty when the
@@ -67,6 +79,8 @@ type endpointIndex struct {
 	trustDomain string
 	log         logr.Logger
 	kick        chan struct{}
+	// flushed, when set, is called after each batch of changes is computed.
+	flushed func()
 
 	mu       sync.Mutex
 	services map[types.NamespacedName]*serviceState
@@ -146,6 +160,9 @@ func (x *endpointIndex) flush(ctx context.Context) {
 	for st := range woken {
 		st.wakeEndpoints()
 	}
+	if x.flushed != nil {
+		x.flushed()
+	}
 }
 
 // service returns the state of key, computing it if nobody did since it last changed.
@@ -219,8 +236,13 @@ func (x *endpointIndex) compute(ctx context.Context, key types.NamespacedName) (
 			members = append(members, &pods.Items[i])
 		}
 	}
-	lbEndpoints := endpoints.LbEndpoints(ms, members, x.trustDomain)
-	state := &serviceState{exists: true, upstreams: endpoints.Upstreams(ms), assignments: map[string]resource{}}
+	routed := endpoints.Members(ms, members)
+	lbEndpoints := endpoints.LbEndpointsOf(routed, x.trustDomain)
+	state := &serviceState{exists: true, upstreams: endpoints.Upstreams(ms), assignments: map[string]resource{},
+		routed: make(map[types.UID]struct{}, len(routed))}
+	for _, pod := range routed {
+		state.routed[pod.UID] = struct{}{}
+	}
 	digest := sha256.New()
 	for _, u := range state.upstreams {
 		fmt.Fprintf(digest, "upstream %s\n", u.Cluster)

@@ -92,6 +92,11 @@ type Options struct {
 	TokenCacheSize int
 	// Clock schedules rotations and expires cached tokens (default the real clock).
 	Clock clock.Clock
+	// ReplicaName names this replica (its pod name) in the drain acknowledgements it writes on
+	// pods excluded from EDS (meshv1alpha1.EDSAckAnnotation) with PodWriter. Either empty: none
+	// are written.
+	ReplicaName string
+	PodWriter   client.Writer
 }
 
 func (o *Options) defaults() error {
@@ -162,6 +167,7 @@ type Server struct {
 	authn    *authenticator
 	serving  *servingCertificate
 	index    *endpointIndex
+	drain    *drainAcker // nil without Options.ReplicaName
 	shutdown chan struct{}
 	addr     atomic.Value // net.Addr once listening
 
@@ -186,6 +192,10 @@ func New(opts Options, reader client.Reader, reviewer TokenReviewer, holder *ide
 		shutdown: make(chan struct{}),
 		streams:  map[*stream]struct{}{},
 		byPod:    map[types.NamespacedName]map[*stream]struct{}{},
+	}
+	if opts.ReplicaName != "" && opts.PodWriter != nil {
+		s.drain = newDrainAcker(s, reader, opts.PodWriter, opts.ReplicaName, log)
+		s.index.flushed = s.drain.kick
 	}
 	return s, nil
 }
@@ -213,6 +223,9 @@ func (s *Server) Serve(ctx context.Context, listener net.Listener) error {
 	defer cancel()
 	go s.serving.run(ctx)
 	go s.index.run(ctx)
+	if s.drain != nil {
+		go s.drain.run(ctx)
+	}
 
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.serving.getCertificate}
 	server := grpc.NewServer(

@@ -16,9 +16,10 @@ import (
 	"github.com/meshlift/meshlift/internal/identity"
 )
 
-// The server verifies tokens and reads pods and MeshServices from the cache.
+// The server verifies tokens, reads pods and MeshServices from the cache and patches pods with
+// its drain acknowledgements.
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=mesh.meshlift.io,resources=meshservices,verbs=get;list;watch
 
 // The least rate limits of the TokenReview client (its own, apart from the manager's): a
@@ -37,6 +38,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, holder *identity.Holder, opts 
 	authn, err := authenticationv1client.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the TokenReview client: %w", err)
+	}
+	if opts.ReplicaName != "" && opts.PodWriter == nil {
+		opts.PodWriter = mgr.GetClient()
 	}
 	s, err := New(opts, mgr.GetCache(), authn.TokenReviews(), holder, mgr.GetLogger().WithName("control-plane"))
 	if err != nil {
@@ -68,10 +72,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, holder *identity.Holder, opts 
 // streams (PodDeleted).
 func (s *Server) PodEventHandler() toolscache.ResourceEventHandler {
 	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { s.podChanged(obj) },
+		AddFunc: func(obj any) { s.podChanged(obj, false) },
 		UpdateFunc: func(oldObj, newObj any) {
-			s.podChanged(oldObj)
-			s.podChanged(newObj)
+			s.notifyPod(oldObj)
+			s.podChanged(newObj, false)
 		},
 		DeleteFunc: func(obj any) {
 			if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
@@ -81,13 +85,23 @@ func (s *Server) PodEventHandler() toolscache.ResourceEventHandler {
 			if !ok {
 				return
 			}
-			s.podChanged(pod)
+			s.podChanged(pod, true)
 			s.PodDeleted(types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}, pod.UID)
 		},
 	}
 }
 
-func (s *Server) podChanged(obj any) {
+// podChanged notifies the MeshService of a pod that was added, updated (its new state) or
+// deleted, and tells the drain acknowledger.
+func (s *Server) podChanged(obj any, deleted bool) {
+	s.notifyPod(obj) // first: the acknowledger then sees the endpoints as being recomputed
+	if pod, ok := obj.(*corev1.Pod); ok {
+		s.drain.podChanged(pod, deleted)
+	}
+}
+
+// notifyPod notifies the MeshService a pod was injected for.
+func (s *Server) notifyPod(obj any) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return

@@ -100,6 +100,22 @@ type stream struct {
 	ackedBundle atomic.Value
 
 	upstreamKeys []types.NamespacedName
+	// eds is what the last EDS response sent and the last one acknowledged held, by upstream
+	// MeshService: the drain acknowledger reads it to tell whether the caller may still route to
+	// a pod (drain.go).
+	eds atomic.Pointer[edsView]
+}
+
+// edsView are the MeshService states of an EDS response sent and of the last one acknowledged.
+type edsView struct {
+	sent, acked map[types.NamespacedName]*serviceState
+}
+
+// mayRoute reports whether the caller was sent, or still holds, endpoints of key with the pod
+// of uid among them.
+func (st *stream) mayRoute(key types.NamespacedName, uid types.UID) bool {
+	v := st.eds.Load()
+	return v != nil && (v.sent[key].routes(uid) || v.acked[key].routes(uid))
 }
 
 // subscription is the state of one resource type on a stream.
@@ -270,6 +286,12 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 				if sub.sentBundle != "" {
 					st.ackedBundle.Store(sub.sentBundle)
 				}
+				if typeURL == typeEndpoints {
+					if v := st.eds.Load(); v != nil {
+						st.eds.Store(&edsView{sent: v.sent, acked: v.sent})
+						st.srv.drain.kick()
+					}
+				}
 			}
 		}
 		names := slices.Compact(slices.Sorted(slices.Values(req.GetResourceNames())))
@@ -344,17 +366,26 @@ func (st *stream) push(ctx context.Context, typeURL string) error {
 	}
 	var resources []*anypb.Any
 	var version, bundle string
+	var states map[types.NamespacedName]*serviceState
 	var err error
 	if typeURL == TypeSecret {
 		resources, version, bundle, err = st.secrets(sub)
 	} else {
-		resources, version, err = st.assignments(ctx, sub)
+		resources, version, states, err = st.assignments(ctx, sub)
 	}
 	if err != nil {
 		return err
 	}
 	if sub.sentNonce != "" && version == sub.sentVersion {
 		return nil
+	}
+	if typeURL == typeEndpoints {
+		// Recorded before sending: from now on the caller may route to what these states hold.
+		var acked map[types.NamespacedName]*serviceState
+		if v := st.eds.Load(); v != nil {
+			acked = v.acked
+		}
+		st.eds.Store(&edsView{sent: states, acked: acked})
 	}
 	st.nonce++
 	nonce := strconv.FormatUint(st.nonce, 10)
@@ -426,10 +457,11 @@ func inline(data []byte) *corev3.DataSource {
 }
 
 // assignments are the EDS resources the caller subscribed to, among the clusters of its
-// MeshService's upstreams; the version changes with their content.
-func (st *stream) assignments(ctx context.Context, sub *subscription) ([]*anypb.Any, string, error) {
+// MeshService's upstreams, and the states of the MeshServices they come from; the version
+// changes with their content.
+func (st *stream) assignments(ctx context.Context, sub *subscription) ([]*anypb.Any, string, map[types.NamespacedName]*serviceState, error) {
 	if st.id.MeshService == "" {
-		return nil, "none", nil
+		return nil, "none", nil, nil
 	}
 	own := st.id.MeshServiceKey()
 	index := st.srv.index
@@ -437,7 +469,7 @@ func (st *stream) assignments(ctx context.Context, sub *subscription) ([]*anypb.
 	index.watch(st, append([]types.NamespacedName{own}, st.upstreamKeys...))
 	ownState, err := index.service(ctx, own)
 	if err != nil {
-		return nil, "", status.Errorf(codes.Unavailable, "endpoints cannot be computed now (%v); retry", err)
+		return nil, "", nil, status.Errorf(codes.Unavailable, "endpoints cannot be computed now (%v); retry", err)
 	}
 	var upstreamKeys []types.NamespacedName
 	var selected []endpoints.Upstream
@@ -457,19 +489,21 @@ func (st *stream) assignments(ctx context.Context, sub *subscription) ([]*anypb.
 	slices.SortFunc(selected, func(a, b endpoints.Upstream) int { return cmp.Compare(a.Cluster, b.Cluster) })
 	version := sha256.New()
 	resources := make([]*anypb.Any, 0, len(selected))
+	states := make(map[types.NamespacedName]*serviceState, len(selected))
 	for _, u := range selected {
 		state, err := index.service(ctx, u.MeshService)
 		if err != nil {
-			return nil, "", status.Errorf(codes.Unavailable, "endpoints cannot be computed now (%v); retry", err)
+			return nil, "", nil, status.Errorf(codes.Unavailable, "endpoints cannot be computed now (%v); retry", err)
 		}
+		states[u.MeshService] = state
 		res, err := state.assignment(u.Cluster, u.Port)
 		if err != nil {
-			return nil, "", status.Errorf(codes.Internal, "%v", err)
+			return nil, "", nil, status.Errorf(codes.Internal, "%v", err)
 		}
 		resources = append(resources, res.any)
 		fmt.Fprintf(version, "%s %s\n", u.Cluster, res.digest)
 	}
-	return resources, hex.EncodeToString(version.Sum(nil)[:8]), nil
+	return resources, hex.EncodeToString(version.Sum(nil)[:8]), states, nil
 }
 
 // issue signs a leaf for the caller with the current Authority: for the key of its CSR, or a

@@ -47,7 +47,9 @@
 // slot whose image is a proxy.
 //
 // InPlace: ExcludeFromEndpoints (meshlift.io/eds-excluded, and the proxy-ready gate False when the
-// pod has it) -> Draining (Options.DrainDuration) -> SwapImage -> WaitingReady -> Stabilizing ->
+// pod has it) -> Draining (until Input.Drain confirms it: every control-plane replica's
+// acknowledgement on the pod, and out of its EndpointSlices when it has the gate; at most
+// Options.DrainTimeout or half the deadline; Options.DrainDuration without Input.Drain) -> SwapImage -> WaitingReady -> Stabilizing ->
 // RestoreEndpoints -> Succeeded. A failure swaps the old image back and restores the endpoints
 // once the old proxy is ready again (or after another deadline).
 //

@@ -25,7 +25,11 @@ const AnnotationResume = meshv1alpha1.AnnotationResume
 const (
 	DefaultProgressDeadlineSeconds = 300
 	DefaultDrainDuration           = 5 * time.Second
-	DefaultMaxPodRecords           = 100
+	DefaultDrainTimeout            = 60 * time.Second
+	// drainRecheck is how often a drain that waits for EndpointSlices is looked at again (they
+	// do not wake the plan).
+	drainRecheck         = time.Second
+	DefaultMaxPodRecords = 100
 	// DefaultMinStable is the least time a new proxy must stay ready before it counts, whatever
 	// minReadySeconds says: the kubelet can report a restarted container ready for a moment
 	// before its first probe, and retiring the old proxy on that would leave the pod without one.
@@ -44,8 +48,12 @@ type Options struct {
 	// in-place resize: no resize is ever asked for.
 	FullIdleResources bool
 	// DrainDuration is how long an InPlace upgrade waits after excluding the pod from EDS before
-	// it restarts the proxy, so that client proxies have applied the new endpoints.
+	// it restarts the proxy when Input.Drain is nil (nothing to confirm the drain with).
 	DrainDuration time.Duration
+	// DrainTimeout bounds the wait for a confirmed drain (Input.Drain), and so does half of the
+	// plan's progressDeadlineSeconds: the proxy is restarted anyway after it (it still drains its
+	// own connections on SIGTERM). Default 60s.
+	DrainTimeout time.Duration
 	// MaxPodRecords bounds Result.Pods (status.pods).
 	MaxPodRecords int
 	// MinStable is the least time a new proxy must stay ready, even with minReadySeconds 0
@@ -58,6 +66,7 @@ func DefaultOptions() Options {
 	return Options{
 		IdleResources: sidecar.DefaultOptions().IdleResources,
 		DrainDuration: DefaultDrainDuration,
+		DrainTimeout:  DefaultDrainTimeout,
 		MaxPodRecords: DefaultMaxPodRecords,
 		MinStable:     DefaultMinStable,
 	}
@@ -77,6 +86,20 @@ type Input struct {
 	Now time.Time
 	// Options are the operator's settings.
 	Options Options
+	// Drain is what confirms that an InPlace pod excluded from EDS is drained; nil: the upgrade
+	// waits Options.DrainDuration instead.
+	Drain *DrainInput
+}
+
+// DrainInput confirms InPlace drains. A pod is drained when every replica in Replicas wrote its
+// acknowledgement on it (meshv1alpha1.EDSAckAnnotation: every proxy connected to that replica
+// applied endpoints without the pod) and, when the pod has the proxy-ready readiness gate, no
+// EndpointSlice lists it as serving any more.
+type DrainInput struct {
+	// Replicas are the control-plane replicas that serve proxies (their pod names).
+	Replicas []string
+	// Serving are the pods an EndpointSlice lists as serving.
+	Serving map[types.UID]bool
 }
 
 // Reasons of a decision; they double as condition reasons.
@@ -191,6 +214,9 @@ func Plan(in Input) (Result, error) {
 	}
 	if p.opts.DrainDuration == 0 {
 		p.opts.DrainDuration = DefaultDrainDuration
+	}
+	if p.opts.DrainTimeout == 0 {
+		p.opts.DrainTimeout = DefaultDrainTimeout
 	}
 	if p.opts.MaxPodRecords == 0 {
 		p.opts.MaxPodRecords = DefaultMaxPodRecords

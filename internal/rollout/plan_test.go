@@ -20,7 +20,7 @@ import (
 // plan runs one decision on the simulator's current pods without applying it.
 func (s *sim) planOnce() rollout.Result {
 	s.t.Helper()
-	res, err := rollout.Plan(rollout.Input{Plan: s.plan, Versions: s.versions, Pods: s.pods, Now: s.now, Options: s.opts})
+	res, err := rollout.Plan(rollout.Input{Plan: s.plan, Versions: s.versions, Pods: s.pods, Now: s.now, Options: s.opts, Drain: s.drain})
 	if err != nil {
 		s.t.Fatalf("Plan: %v", err)
 	}

@@ -3,6 +3,8 @@ package rollout
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -152,8 +154,8 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 		}
 		return action
 	case PodDraining:
-		if until := s.PhaseSince.Add(p.opts.DrainDuration); p.now.Before(until) {
-			p.wake(until)
+		drained, reason := p.drained(pod, s)
+		if !drained {
 			return nil
 		}
 		next := p.enter(s, PodWaitingReady)
@@ -163,7 +165,7 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 		}
 		p.wake(s.StartedAt.Add(p.deadline))
 		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionSwapImage, State: next, Images: images, Annotations: annotations,
-			Reason: "the pod is out of the endpoints; restart its proxy on " + s.To}
+			Reason: reason + "; restart its proxy on " + s.To}
 	case PodWaitingReady:
 		if !slotReady(pod, s.Slot, s.ToImage) {
 			p.wake(s.StartedAt.Add(p.deadline))
@@ -206,6 +208,41 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 	return nil
 }
 
+// drained says whether an InPlace pod excluded from EDS may have its proxy restarted, and why;
+// when not, it schedules the next look.
+func (p *planner) drained(pod *corev1.Pod, s *PodState) (bool, string) {
+	if p.in.Drain == nil {
+		if until := s.PhaseSince.Add(p.opts.DrainDuration); p.now.Before(until) {
+			p.wake(until)
+			return false, ""
+		}
+		return true, fmt.Sprintf("the pod is out of the endpoints for %s", p.opts.DrainDuration)
+	}
+	var waiting []string
+	for _, replica := range p.in.Drain.Replicas {
+		if pod.Annotations[meshv1alpha1.EDSAckAnnotation(replica)] == "" {
+			waiting = append(waiting, "control-plane replica "+replica)
+		}
+	}
+	serving := sidecar.HasProxyReadinessGate(pod) && p.in.Drain.Serving[pod.UID]
+	if serving {
+		waiting = append(waiting, "its Services' EndpointSlices")
+	}
+	if len(waiting) == 0 {
+		return true, "every client proxy applied endpoints without the pod"
+	}
+	// At most half the progress deadline, so that the restart has the other half.
+	limit := min(p.opts.DrainTimeout, p.deadline/2)
+	if timeout := s.PhaseSince.Add(limit); p.now.Before(timeout) {
+		p.wake(timeout)
+		if serving {
+			p.wake(p.now.Add(drainRecheck))
+		}
+		return false, ""
+	}
+	return true, fmt.Sprintf("the drain was not confirmed within %s (waiting for %s)", limit, strings.Join(waiting, ", "))
+}
+
 // finishReady ends the health gate: the old slot retires (HotUpgrade) or the pod returns to the
 // endpoints (InPlace).
 func (p *planner) finishReady(pod *corev1.Pod, s *PodState) *Action {
@@ -227,6 +264,12 @@ func (p *planner) finishReady(pod *corev1.Pod, s *PodState) *Action {
 func (p *planner) restore(pod *corev1.Pod, next *PodState, kind ActionKind, reason string) *Action {
 	action := &Action{Pod: key(pod), UID: pod.UID, Kind: kind, State: next, Reason: reason,
 		Annotations: []AnnotationChange{{Key: meshv1alpha1.AnnotationEDSExcluded, Remove: true}}}
+	// The drain acknowledgements go with the exclusion they acknowledged.
+	for _, k := range slices.Sorted(maps.Keys(pod.Annotations)) {
+		if strings.HasPrefix(k, meshv1alpha1.AnnotationPrefixEDSAck) {
+			action.Annotations = append(action.Annotations, AnnotationChange{Key: k, Remove: true})
+		}
+	}
 	if sidecar.HasProxyReadinessGate(pod) {
 		action.ProxyReadyGate = ptr.To(corev1.ConditionTrue)
 	}

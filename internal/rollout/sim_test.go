@@ -74,6 +74,8 @@ type sim struct {
 	decisions  int
 	maxInFlite int32
 	checks     func(*sim, rollout.Result)
+	// drain is Input.Drain.
+	drain *rollout.DrainInput
 }
 
 func newSim(t testing.TB, plan *meshv1alpha1.UpgradePlan, pods int, from string) *sim {
@@ -187,7 +189,7 @@ func (s *sim) hooksAfter(second int) bool {
 
 func (s *sim) decide() rollout.Result {
 	s.t.Helper()
-	res, err := rollout.Plan(rollout.Input{Plan: s.plan, Versions: s.versions, Pods: s.pods, Now: s.now, Options: s.opts})
+	res, err := rollout.Plan(rollout.Input{Plan: s.plan, Versions: s.versions, Pods: s.pods, Now: s.now, Options: s.opts, Drain: s.drain})
 	if err != nil {
 		s.t.Fatalf("Plan: %v", err)
 	}

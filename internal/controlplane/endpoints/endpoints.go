@@ -92,6 +92,11 @@ func podReady(pod *corev1.Pod) bool {
 // LbEndpoints are the endpoints of ms among pods, ordered by address: the pod IP and the
 // proxy's inbound port, HEALTHY, with the SPIFFE ID of the pod's service account.
 func LbEndpoints(ms *meshv1alpha1.MeshService, pods []*corev1.Pod, trustDomain string) []*endpointv3.LbEndpoint {
+	return LbEndpointsOf(Members(ms, pods), trustDomain)
+}
+
+// Members are the pods among pods that are endpoints of ms (IsEndpoint), ordered by address.
+func Members(ms *meshv1alpha1.MeshService, pods []*corev1.Pod) []*corev1.Pod {
 	selector, err := metav1.LabelSelectorAsSelector(&ms.Spec.Selector)
 	if err != nil || selector.Empty() {
 		// The API refuses both; a MeshService that still has one selects nothing.
@@ -106,6 +111,11 @@ func LbEndpoints(ms *meshv1alpha1.MeshService, pods []*corev1.Pod, trustDomain s
 	slices.SortFunc(members, func(a, b *corev1.Pod) int {
 		return cmp.Or(cmp.Compare(a.Status.PodIP, b.Status.PodIP), cmp.Compare(a.Name, b.Name))
 	})
+	return members
+}
+
+// LbEndpointsOf are the endpoints of members (from Members), in their order.
+func LbEndpointsOf(members []*corev1.Pod, trustDomain string) []*endpointv3.LbEndpoint {
 	out := make([]*endpointv3.LbEndpoint, 0, len(members))
 	for _, pod := range members {
 		out = append(out, lbEndpoint(pod.Status.PodIP, identity.SPIFFEID(trustDomain, pod.Namespace, pod.Spec.ServiceAccountName)))
