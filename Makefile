@@ -94,9 +94,18 @@ test-e2e: deploy ## Run the end-to-end suite against the local cluster (brings i
 	  go test -tags e2e $(GO_TEST_FLAGS) -v ./test/e2e/...
 
 .PHONY: bench
-bench: ## Run the benchmarks and print their numbers (also written to bench-results.txt).
+bench: bench-unit bench-e2e ## Run every benchmark and print its numbers (also written to bench-results.txt).
+
+.PHONY: bench-unit
+bench-unit: envtest-assets ## Run the benchmarks that need no cluster (envtest at most).
 	$(call say,Running benchmarks)
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test -run '^$$' -bench . -benchmem ./... | tee bench-results.txt
+
+.PHONY: bench-e2e
+bench-e2e: deploy ## Measure the per-pod hot-upgrade time on the local cluster (BENCH_PLANS plans of 3 pods, default 2).
+	$(call say,Measuring hot upgrades on the local cluster)
+	E2E_KUBECONFIG=$(CLUSTER_KUBECONFIG) E2E_LOCAL_CLUSTER=$(LOCAL_CLUSTER) E2E_CLUSTER_STATE=$(CLUSTER_STATE) \
+	  go test -tags e2e -run '^$$' -bench HotUpgradePerPod -benchtime=$${BENCH_PLANS:-2}x ./test/e2e/ | tee -a bench-results.txt
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).

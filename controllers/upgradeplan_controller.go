@@ -39,6 +39,7 @@ const (
 	EventReasonTargetNotFound   = "TargetVersionNotFound"
 	EventReasonEvictionBlocked  = "EvictionBlocked"
 	EventReasonActionFailed     = "ActionFailed"
+	EventReasonDrainUnconfirmed = "DrainNotConfirmed"
 	ConditionConflict           = "Conflict"
 	ReasonConflictOlderPlanWins = "GovernedByOlderPlan"
 	ReasonNoConflict            = "NoConflict"
@@ -244,6 +245,9 @@ func (r *UpgradePlanReconciler) act(ctx context.Context, plan *meshv1alpha1.Upgr
 			r.Recorder.Eventf(plan, pod, corev1.EventTypeWarning, EventReasonPodFailed, string(action.Kind), "pod %s: %s", action.Pod.Name, action.Reason)
 		case rollout.ActionFinish:
 			finished = append(finished, action.Pod.Name)
+		}
+		if action.DrainUnconfirmed {
+			r.Recorder.Eventf(plan, pod, corev1.EventTypeWarning, EventReasonDrainUnconfirmed, string(action.Kind), "pod %s: %s", action.Pod.Name, action.Reason)
 		}
 	}
 	if len(started) > 0 {

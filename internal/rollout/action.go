@@ -97,6 +97,9 @@ type Action struct {
 	Evict bool
 	// Reason explains the action in words (for events and logs).
 	Reason string
+	// DrainUnconfirmed marks an InPlace restart that goes ahead without a confirmed drain (the
+	// drain timeout passed): the controller warns about it.
+	DrainUnconfirmed bool
 }
 
 // ApplyPatch returns a copy of pod with the action's single patch applied: State, Annotations

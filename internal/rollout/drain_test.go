@@ -47,6 +47,9 @@ func swapped(t *testing.T, s *sim, wantReason string) {
 	if a == nil || a.Kind != rollout.ActionSwapImage {
 		t.Fatalf("got %v, want the proxy restarted on the target", a)
 	}
+	if unconfirmed := strings.Contains(wantReason, "not confirmed"); a.DrainUnconfirmed != unconfirmed {
+		t.Errorf("DrainUnconfirmed is %v, want %v", a.DrainUnconfirmed, unconfirmed)
+	}
 	if !strings.Contains(a.Reason, wantReason) {
 		t.Errorf("reason %q does not say %q", a.Reason, wantReason)
 	}

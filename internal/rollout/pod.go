@@ -154,7 +154,7 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 		}
 		return action
 	case PodDraining:
-		drained, reason := p.drained(pod, s)
+		drained, confirmed, reason := p.drained(pod, s)
 		if !drained {
 			return nil
 		}
@@ -165,7 +165,7 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 		}
 		p.wake(s.StartedAt.Add(p.deadline))
 		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionSwapImage, State: next, Images: images, Annotations: annotations,
-			Reason: reason + "; restart its proxy on " + s.To}
+			Reason: reason + "; restart its proxy on " + s.To, DrainUnconfirmed: !confirmed}
 	case PodWaitingReady:
 		if !slotReady(pod, s.Slot, s.ToImage) {
 			p.wake(s.StartedAt.Add(p.deadline))
@@ -208,15 +208,16 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 	return nil
 }
 
-// drained says whether an InPlace pod excluded from EDS may have its proxy restarted, and why;
-// when not, it schedules the next look.
-func (p *planner) drained(pod *corev1.Pod, s *PodState) (bool, string) {
+// drained says whether an InPlace pod excluded from EDS may have its proxy restarted, whether
+// that is confirmed (Input.Drain) rather than assumed (a fixed wait, a timeout), and why; when
+// not, it schedules the next look.
+func (p *planner) drained(pod *corev1.Pod, s *PodState) (drained, confirmed bool, reason string) {
 	if p.in.Drain == nil {
 		if until := s.PhaseSince.Add(p.opts.DrainDuration); p.now.Before(until) {
 			p.wake(until)
-			return false, ""
+			return false, false, ""
 		}
-		return true, fmt.Sprintf("the pod is out of the endpoints for %s", p.opts.DrainDuration)
+		return true, true, fmt.Sprintf("the pod is out of the endpoints for %s", p.opts.DrainDuration)
 	}
 	var waiting []string
 	for _, replica := range p.in.Drain.Replicas {
@@ -229,7 +230,7 @@ func (p *planner) drained(pod *corev1.Pod, s *PodState) (bool, string) {
 		waiting = append(waiting, "its Services' EndpointSlices")
 	}
 	if len(waiting) == 0 {
-		return true, "every client proxy applied endpoints without the pod"
+		return true, true, "every client proxy applied endpoints without the pod"
 	}
 	// At most half the progress deadline, so that the restart has the other half.
 	limit := min(p.opts.DrainTimeout, p.deadline/2)
@@ -238,9 +239,9 @@ func (p *planner) drained(pod *corev1.Pod, s *PodState) (bool, string) {
 		if serving {
 			p.wake(p.now.Add(drainRecheck))
 		}
-		return false, ""
+		return false, false, ""
 	}
-	return true, fmt.Sprintf("the drain was not confirmed within %s (waiting for %s)", limit, strings.Join(waiting, ", "))
+	return true, false, fmt.Sprintf("the drain was not confirmed within %s (waiting for %s)", limit, strings.Join(waiting, ", "))
 }
 
 // finishReady ends the health gate: the old slot retires (HotUpgrade) or the pod returns to the

@@ -25,7 +25,7 @@ import (
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
-func createNamespace(t *testing.T, prefix string) string {
+func createNamespace(t testing.TB, prefix string) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
 	if err := k8s.Create(context.Background(), ns); err != nil {

@@ -122,7 +122,7 @@ func TestMeshedPodsTalkOverMTLS(t *testing.T) {
 }
 
 // waitForMeshedPods waits until want pods of app run with their active proxy ready.
-func waitForMeshedPods(t *testing.T, ns, app string, want int) {
+func waitForMeshedPods(t testing.TB, ns, app string, want int) {
 	t.Helper()
 	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
 		pods, err := runningPods(ctx, ns, app)

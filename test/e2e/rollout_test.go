@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/controllers"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
@@ -62,7 +64,7 @@ type meshedApp struct {
 	from, to *meshv1alpha1.SidecarVersion
 }
 
-func newMeshedApp(t *testing.T, prefix string, replicas int32, to func(ns string) *meshv1alpha1.SidecarVersion) *meshedApp {
+func newMeshedApp(t testing.TB, prefix string, replicas int32, to func(ns string) *meshv1alpha1.SidecarVersion) *meshedApp {
 	t.Helper()
 	ctx := context.Background()
 	ns := createNamespace(t, prefix)
@@ -97,7 +99,7 @@ func newMeshedApp(t *testing.T, prefix string, replicas int32, to func(ns string
 }
 
 // startLoad starts a client pod sending load to the demo app for d, and waits until it sends.
-func (a *meshedApp) startLoad(t *testing.T, name string, d time.Duration) *corev1.Pod {
+func (a *meshedApp) startLoad(t testing.TB, name string, d time.Duration) *corev1.Pod {
 	t.Helper()
 	loader := loadPod(a.ns, name, "http://127.0.0.1:18080/", d)
 	if err := k8s.Create(context.Background(), loader); err != nil {
@@ -109,7 +111,7 @@ func (a *meshedApp) startLoad(t *testing.T, name string, d time.Duration) *corev
 }
 
 // loadResult waits for the load pod to finish and returns its summary.
-func loadResult(t *testing.T, loader *corev1.Pod) loadSummary {
+func loadResult(t testing.TB, loader *corev1.Pod) loadSummary {
 	t.Helper()
 	testenv.Eventually(t, 4*time.Minute, func(ctx context.Context) (bool, string) {
 		pod := &corev1.Pod{}
@@ -143,7 +145,7 @@ type loadSummary struct {
 
 // upgrade creates a plan of the demo MeshService to a.to with strategy, and waits until it
 // reaches want; it returns the plan and how long that took.
-func (a *meshedApp) upgrade(t *testing.T, strategy meshv1alpha1.StrategyType, edit func(*meshv1alpha1.UpgradePlan), want meshv1alpha1.UpgradePhase) (*meshv1alpha1.UpgradePlan, time.Duration) {
+func (a *meshedApp) upgrade(t testing.TB, strategy meshv1alpha1.StrategyType, edit func(*meshv1alpha1.UpgradePlan), want meshv1alpha1.UpgradePhase) (*meshv1alpha1.UpgradePlan, time.Duration) {
 	t.Helper()
 	started := time.Now()
 	plan := gen.UpgradePlan("to-v2", a.to.Name, []string{"demo"}, gen.UpgradePlanMeta(gen.SetNamespace(a.ns)))
@@ -166,7 +168,7 @@ func (a *meshedApp) upgrade(t *testing.T, strategy meshv1alpha1.StrategyType, ed
 
 // checkPods checks that every running demo pod runs version in slot (0: the single-slot check is
 // skipped) and that no application container restarted.
-func (a *meshedApp) checkPods(t *testing.T, want int, version *meshv1alpha1.SidecarVersion, slot int) {
+func (a *meshedApp) checkPods(t testing.TB, want int, version *meshv1alpha1.SidecarVersion, slot int) {
 	t.Helper()
 	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
 		pods, err := runningPods(ctx, a.ns, "demo")
@@ -289,6 +291,18 @@ func TestInPlaceAndRecreateComplete(t *testing.T) {
 				t.Errorf("no request got through: %+v", r)
 			}
 			a.checkPods(t, 3, a.to, 0)
+			if strategy == meshv1alpha1.StrategyInPlace {
+				// Every drain was confirmed by the control plane, none went ahead on the timeout.
+				events := &eventsv1.EventList{}
+				if err := k8s.List(context.Background(), events, client.InNamespace(a.ns)); err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range events.Items {
+					if e.Reason == controllers.EventReasonDrainUnconfirmed {
+						t.Errorf("event %s: %s", e.Reason, e.Note)
+					}
+				}
+			}
 		})
 	}
 }
