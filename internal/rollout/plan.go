@@ -253,6 +253,11 @@ func (p *planner) run() error {
 		if value, ok := pod.Annotations[meshv1alpha1.AnnotationUpgrade]; ok {
 			state, stateErr = DecodeState(value)
 		}
+		if state != nil && state.Plan == name && !state.Active() && state.StartedAt.Before(p.plan.CreationTimestamp.Time) {
+			// The record of an earlier plan of this name (deleted and created again, which is
+			// how a failed target is tried again): this plan starts from scratch.
+			state = nil
+		}
 		if pod.DeletionTimestamp != nil {
 			switch {
 			case state != nil && state.Plan == name && state.Active() && state.Phase == PodEvicting:

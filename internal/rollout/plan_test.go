@@ -602,3 +602,23 @@ func TestPlanHoldsAPodWhoseIdleSlotAlreadyRunsTheTargetImage(t *testing.T) {
 		t.Errorf("the pod is held for %q, want %s", got, rollout.PodImageNotDistinct)
 	}
 }
+
+func TestAPlanCreatedAgainTriesThePodsThatFailedUnderTheEarlierOneAgain(t *testing.T) {
+	s := newSim(t, testPlan(), 3, "proxy-v1")
+	s.failures["web-0"] = neverReady
+	if res := s.run(300); res.Phase != meshv1alpha1.PhaseFailed {
+		t.Fatalf("the first plan ended %s, want Failed", res.Phase)
+	}
+	// The same plan again, as it was: the failed record still counts.
+	if res := s.planOnce(); res.Phase != meshv1alpha1.PhaseFailed || len(res.Actions) != 0 {
+		t.Fatalf("the failed plan decided %s with %v", res.Phase, res.Actions)
+	}
+	// Deleted and created again under the same name (the proxy was fixed meanwhile): a new plan.
+	delete(s.failures, "web-0")
+	s.now = s.now.Add(time.Minute)
+	s.plan = testPlan()
+	s.plan.CreationTimestamp = metav1.NewTime(s.now)
+	if res := s.run(300); res.Phase != meshv1alpha1.PhaseSucceeded || res.Counts.Updated != 3 || res.Counts.Failed != 0 {
+		t.Fatalf("the plan created again ended %s with %+v, want every pod upgraded", res.Phase, res.Counts)
+	}
+}
