@@ -36,7 +36,7 @@ type rolloutFixture struct {
 	pods     []string
 }
 
-func newRolloutFixture(t *testing.T, prefix string, replicas int) *rolloutFixture {
+func newRolloutFixture(t *testing.T, prefix string, replicas int, opts ...gen.MeshServiceOption) *rolloutFixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &rolloutFixture{ns: env.Namespace(t, prefix)}
@@ -52,7 +52,7 @@ func newRolloutFixture(t *testing.T, prefix string, replicas int) *rolloutFixtur
 		}
 		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), v) })
 	}
-	ms := gen.MeshService("web", gen.PinVersion(f.from.Name), gen.MeshServiceMeta(gen.SetNamespace(f.ns)))
+	ms := gen.MeshService("web", append([]gen.MeshServiceOption{gen.PinVersion(f.from.Name), gen.MeshServiceMeta(gen.SetNamespace(f.ns))}, opts...)...)
 	if err := env.Client.Create(ctx, ms); err != nil {
 		t.Fatal(err)
 	}
@@ -301,6 +301,7 @@ func TestAnInPlaceUpgradeRestartsTheProxyOnceEveryControlPlaneReplicaAcknowledge
 		return &f.list(t)[0]
 	}
 	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true }) // a status update may have lost a race
 		return pod().Annotations[meshv1alpha1.AnnotationEDSExcluded] == "true", "the pod is not excluded from EDS yet"
 	})
 	acknowledge := func(replica string) {
@@ -333,4 +334,55 @@ func TestAnInPlaceUpgradeRestartsTheProxyOnceEveryControlPlaneReplicaAcknowledge
 			t.Errorf("annotation %s is left on the restored pod", k)
 		}
 	}
+}
+
+func TestAnInPlaceUpgradeOfAPodWithTheReadinessGateWaitsUntilItsEndpointSlicesStopServingIt(t *testing.T) {
+	ctx := context.Background()
+	f := newRolloutFixture(t, "rollout-gated", 1, func(ms *meshv1alpha1.MeshService) { ms.Spec.Injection.ProxyReadinessGate = true })
+	pod := func() *corev1.Pod { return &f.list(t)[0] }
+	if !sidecar.HasProxyReadinessGate(pod()) {
+		t.Fatal("the pod was injected without the readiness gate")
+	}
+	// The Service of the app still lists the pod as serving.
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: f.ns, Name: "web-x1", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.2"},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true)},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: f.ns, Name: pod().Name, UID: pod().UID}}},
+	}
+	if err := env.Client.Create(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	plan := gen.UpgradePlan("to-v2", f.to.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)),
+		func(p *meshv1alpha1.UpgradePlan) { p.Spec.Strategy.Type = meshv1alpha1.StrategyInPlace })
+	if err := env.Client.Create(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true }) // a status update may have lost a race
+		p := f.plan(t, "to-v2")
+		return pod().Annotations[meshv1alpha1.AnnotationEDSExcluded] == "true",
+			fmt.Sprintf("the pod is not excluded from EDS yet: plan %s %+v %v", p.Status.Phase, p.Status.Counts, p.Status.Conditions)
+	})
+	// No control-plane Service endpoints here: this replica alone acknowledges.
+	patch := client.RawPatch("application/merge-patch+json",
+		[]byte(`{"metadata":{"annotations":{"`+meshv1alpha1.EDSAckAnnotation(controlPlane.Self)+`":"true"}}}`))
+	if err := env.Client.Patch(ctx, pod(), patch); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if image := sidecar.SlotImage(pod(), sidecar.ActiveSlot(pod())); image != f.from.Spec.Image {
+		t.Fatalf("the proxy was restarted on %s while an EndpointSlice still served the pod", image)
+	}
+	// The endpoints controller sees the pod not Ready (the gate is False) and stops serving it.
+	slice.Endpoints[0].Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(false)}
+	if err := env.Client.Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 2*time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true })
+		p := f.plan(t, "to-v2")
+		return p.Status.Phase == meshv1alpha1.PhaseSucceeded, fmt.Sprintf("plan %s, counts %+v", p.Status.Phase, p.Status.Counts)
+	})
 }
