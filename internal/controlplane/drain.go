@@ -19,6 +19,10 @@ import (
 // event (a failed patch, a proxy that never answers).
 const drainRecheck = 2 * time.Second
 
+// drainRetry is how soon an acknowledgement that lost a race with another change of the pod is
+// tried again.
+const drainRetry = 200 * time.Millisecond
+
 // drainAcker writes this replica's drain acknowledgement (meshv1alpha1.EDSAckAnnotation) on each
 // pod excluded from EDS (meshlift.io/eds-excluded) once no stream of this replica may route to
 // it any more: every stream that calls its MeshService was sent, and acknowledged, endpoints
@@ -135,8 +139,12 @@ func (d *drainAcker) patch(ctx context.Context, uid types.UID, key types.Namespa
 	case err == nil:
 		d.log.V(1).Info("Acknowledged a pod's exclusion from the endpoints", "pod", klog.KObj(pod))
 		return nil
-	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
-		return nil // changed meanwhile: decided again on its next event or recheck
+	case apierrors.IsNotFound(err):
+		return nil
+	case apierrors.IsConflict(err):
+		// Changed meanwhile: decide again soon, once the cache has the new version.
+		time.AfterFunc(drainRetry, d.kick)
+		return nil
 	default:
 		return err
 	}
