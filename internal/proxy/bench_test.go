@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -20,12 +21,13 @@ import (
 var benchBody = bytes.Repeat([]byte("x"), 1024)
 
 // twoHops is client -> client proxy (outbound) -> mTLS -> server proxy (inbound) -> app, next
-// to the app's own address for the direct baseline.
+// to the app's own address for the direct baseline and to two plain TCP relays in front of the
+// app (relayed): the floor of what any two extra hops cost on the machine.
 type twoHops struct {
-	direct, proxied string
+	direct, proxied, relayed string
 }
 
-func newTwoHops(b *testing.B) twoHops {
+func newTwoHops(b testing.TB) twoHops {
 	b.Helper()
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -37,10 +39,36 @@ func newTwoHops(b *testing.B) twoHops {
 	_, serverAddr := f.serverProxy("STRICT", Options{}, proxyconfig.Port{Name: "http", Port: appPort, Protocol: "HTTP"})
 	client, local := f.clientProxy(Options{}, "http")
 	f.pointAt(client, serverAddr, "http")
-	return twoHops{direct: "http://127.0.0.1:" + strconv.Itoa(appPort) + "/", proxied: "http://" + local["http"] + "/"}
+	appAddr := "127.0.0.1:" + strconv.Itoa(appPort)
+	relayed := startRelay(b, startRelay(b, appAddr))
+	return twoHops{direct: "http://" + appAddr + "/", proxied: "http://" + local["http"] + "/", relayed: "http://" + relayed + "/"}
 }
 
-func post(b *testing.B, c *http.Client, url string) time.Duration {
+// startRelay pipes every connection it accepts to a new connection to address, as the proxy
+// pipes TCP streams, and returns where it listens.
+func startRelay(b testing.TB, address string) string {
+	l, _ := listenLocal(b)
+	b.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			down, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				up, err := net.Dial("tcp", address)
+				if err != nil {
+					_ = down.Close()
+					return
+				}
+				pipe(down, up)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func post(b testing.TB, c *http.Client, url string) time.Duration {
 	start := time.Now()
 	res, err := c.Post(url, "application/octet-stream", bytes.NewReader(benchBody))
 	if err != nil {
@@ -65,38 +93,52 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // BenchmarkTwoHops measures the latency two proxies add to an HTTP/1.1 keep-alive request with
-// 1 KB bodies each way: each iteration sends one request through both proxies and one straight
-// to the app, paced at 1,000 per second (use -benchtime=5000x for five seconds), and reports the
-// percentiles of both and their difference. It also reports the resident memory of the whole
-// test process (client, app and both proxies).
+// 1 KB bodies each way: each iteration sends one request through both proxies, one through two
+// plain TCP relays and one straight to the app, paced at 1,000 per second (use
+// -benchtime=5000x for five seconds), and reports the percentiles and what the proxies and the
+// relays add to the direct ones. It also reports the resident memory of the whole test process
+// (client, app, relays and both proxies).
 func BenchmarkTwoHops(b *testing.B) {
 	setup := newTwoHops(b)
-	direct, proxied := h1Client(), h1Client()
+	direct, proxied, relayed := h1Client(), h1Client(), h1Client()
 	for range 200 { // warm the pools and TLS sessions
 		post(b, direct, setup.direct)
 		post(b, proxied, setup.proxied)
+		post(b, relayed, setup.relayed)
 	}
 	directTimes := make([]time.Duration, 0, b.N)
 	proxiedTimes := make([]time.Duration, 0, b.N)
+	relayedTimes := make([]time.Duration, 0, b.N)
 	ticker := time.NewTicker(time.Millisecond)
 	defer ticker.Stop()
 	b.ResetTimer()
-	for range b.N {
+	for i := range b.N {
 		<-ticker.C
-		proxiedTimes = append(proxiedTimes, post(b, proxied, setup.proxied))
-		directTimes = append(directTimes, post(b, direct, setup.direct))
+		// The first request after the pause wakes everything up: take turns.
+		for k := range 3 {
+			switch (i + k) % 3 {
+			case 0:
+				proxiedTimes = append(proxiedTimes, post(b, proxied, setup.proxied))
+			case 1:
+				relayedTimes = append(relayedTimes, post(b, relayed, setup.relayed))
+			case 2:
+				directTimes = append(directTimes, post(b, direct, setup.direct))
+			}
+		}
 	}
 	b.StopTimer()
 	slices.Sort(directTimes)
 	slices.Sort(proxiedTimes)
+	slices.Sort(relayedTimes)
 	for _, q := range []struct {
 		name string
 		p    float64
 	}{{"p50", .5}, {"p99", .99}} {
-		d, p := percentile(directTimes, q.p), percentile(proxiedTimes, q.p)
+		d, p, r := percentile(directTimes, q.p), percentile(proxiedTimes, q.p), percentile(relayedTimes, q.p)
 		b.ReportMetric(micros(d), q.name+"-direct-µs")
 		b.ReportMetric(micros(p), q.name+"-proxied-µs")
 		b.ReportMetric(micros(p-d), q.name+"-added-µs")
+		b.ReportMetric(micros(r-d), q.name+"-relays-added-µs")
 	}
 	if rss := residentMB(); rss > 0 {
 		b.ReportMetric(rss, "process-RSS-MB")

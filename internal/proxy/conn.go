@@ -257,8 +257,13 @@ func (g *generation) count() int {
 	return len(g.conns)
 }
 
-// serveHTTP hands a classified connection to the target's HTTP/1 or HTTP/2 server.
+// serveHTTP serves a classified connection: with the HTTP/1.1 fast path, or by handing it to the
+// target's HTTP/1 or HTTP/2 server.
 func (g *generation) serveHTTP(t *target, c net.Conn, h2 bool) {
+	if !h2 && t.route.fastHTTP1 {
+		g.serveHTTP1(t.route, c)
+		return
+	}
 	servers := g.servers[t.httpIndex]
 	if h2 {
 		servers.http2.ServeConn(c, &http2.ServeConnOpts{Context: g.ctx, BaseConfig: servers.http2Base})

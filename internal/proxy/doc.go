@@ -40,6 +40,16 @@
 // closed. Request bodies are kept while they are read (up to 64 KiB) so that a request the
 // upstream did not process (GOAWAY, connection closed before it was written) goes again.
 //
+// HTTP/1.x connections of outbound listeners and inbound HTTP ports take a fast path
+// (h1serve.go): the connection's goroutine reads each request head itself, sends the request on
+// a pooled HTTP/1.1 connection to the app or the endpoint (checked with a non-blocking peek that
+// the peer has not closed it), reads the response head and streams the response back, with no
+// goroutine hand-off; only a body that is chunked or larger than 64 KiB is sent by a second
+// goroutine while the response is read. A request on a kept-alive connection that turns out
+// closed before any byte of a response goes again on a new one when it is idempotent or was not
+// written, as net/http's transport does. HTTP/2 connections, and HTTP/1 clients of HTTP2 and
+// GRPC ports (their app speaks h2c), are served by net/http (http.go).
+//
 // Drain is graceful per request: HTTP/1 responses carry "Connection: close", HTTP/1 connections
 // that stay idle for DrainIdleTimeout are closed (proxies close their pooled idle connections
 // sooner, after PoolIdleTimeout, so a draining proxy never closes one under another proxy's

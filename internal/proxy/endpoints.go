@@ -57,6 +57,8 @@ type endpoint struct {
 	tlsHTTP  *tls.Config // ALPN h2, http/1.1
 	tlsHTTP1 *tls.Config // ALPN http/1.1
 	tlsTCP   *tls.Config // no ALPN: the upstream pipes or sniffs the bytes
+	// h1 pools the fast path's HTTP/1.1 connections to the endpoint.
+	h1 *h1Pool
 
 	active       atomic.Int64
 	failures     atomic.Int32
@@ -98,10 +100,9 @@ type cluster struct {
 	endpoints atomic.Pointer[endpointSet]
 	next      atomic.Uint64
 
-	// http carries requests of local HTTP/2 clients (ALPN h2, falling back to HTTP/1.1);
-	// http1 those of local HTTP/1 clients, Upgrade requests included.
-	http  *http.Transport
-	http1 *http.Transport
+	// http carries requests of local HTTP/2 clients (ALPN h2, falling back to HTTP/1.1); those
+	// of HTTP/1 clients take the fast path, over the endpoints' h1 pools.
+	http *http.Transport
 }
 
 func (p *Proxy) newCluster(name string) *cluster {
@@ -109,7 +110,6 @@ func (p *Proxy) newCluster(name string) *cluster {
 	c.endpoints.Store(&endpointSet{})
 	c.http = p.newUpstreamTransport(c, func(e *endpoint) *tls.Config { return e.tlsHTTP })
 	c.http.ForceAttemptHTTP2 = true
-	c.http1 = p.newUpstreamTransport(c, func(e *endpoint) *tls.Config { return e.tlsHTTP1 })
 	return c
 }
 
@@ -175,7 +175,7 @@ func validateEndpoint(ep Endpoint) error {
 }
 
 func (p *Proxy) newEndpoint(c *cluster, ep Endpoint) *endpoint {
-	e := &endpoint{Endpoint: ep}
+	e := &endpoint{Endpoint: ep, h1: newH1Pool(p.opts.PoolIdleTimeout)}
 	identity := ep.Identity
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,

@@ -22,11 +22,16 @@ type route struct {
 	name  string
 	stats *targetStats
 
+	// fastHTTP1: HTTP/1 clients are served by the fast path (h1serve.go) rather than the
+	// http.Server: on every outbound route and inbound HTTP port.
+	fastHTTP1 bool
+
 	// Inbound: the app's address and pools (HTTP/1.1 for HTTP ports, h2c for HTTP2 and GRPC
-	// ports; app1 is HTTP/1.1 for Upgrade requests).
+	// ports; app1 is HTTP/1.1 for Upgrade requests; appPool is the fast path's).
 	appAddress string
 	app        *http.Transport
 	app1       *http.Transport
+	appPool    *h1Pool
 
 	// Outbound: the upstream cluster.
 	cluster *cluster
@@ -70,12 +75,9 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, g *generation) {
 		res, err = transport.RoundTrip(out)
 	} else {
 		u.Scheme = "https"
-		// HTTP/2 clients (gRPC, streams) get HTTP/2 upstream; HTTP/1 clients get HTTP/1.1, the
-		// cheaper of the two per request in Go, and what Upgrade needs.
-		transport := rt.cluster.http1
-		if r.ProtoMajor == 2 {
-			transport = rt.cluster.http
-		}
+		// Only HTTP/2 clients (gRPC, streams) come here, and get HTTP/2 upstream: HTTP/1 clients
+		// take the fast path, over HTTP/1.1.
+		transport := rt.cluster.http
 		var body *replayBody
 		if out.Body != nil && out.Body != http.NoBody {
 			body = newReplayBody(out.Body)

@@ -200,6 +200,8 @@ func New(cfg proxyconfig.Config, opts Options) (*Proxy, error) {
 			rt.app = rt.app1
 			if port.Protocol == "HTTP2" || port.Protocol == "GRPC" {
 				rt.app = p.newAppTransport(t, true)
+			} else {
+				rt.fastHTTP1, rt.appPool = true, newH1Pool(opts.PoolIdleTimeout)
 			}
 			p.addHTTPTarget(t, rt)
 		}
@@ -221,7 +223,7 @@ func New(cfg proxyconfig.Config, opts Options) (*Proxy, error) {
 			p.metrics.endpoints.WithLabelValues(sni).Set(0)
 		}
 		t := &target{dir: outbound, name: sni, cluster: c, stats: c.stats}
-		p.addHTTPTarget(t, &route{p: p, dir: outbound, name: sni, stats: c.stats, cluster: c})
+		p.addHTTPTarget(t, &route{p: p, dir: outbound, name: sni, stats: c.stats, cluster: c, fastHTTP1: true})
 		p.outbound[name] = t
 		p.listenerNames = append(p.listenerNames, name)
 	}
@@ -610,10 +612,15 @@ func (p *Proxy) Close() error {
 	for _, t := range p.httpTargets {
 		if rt := t.route; rt.cluster != nil {
 			rt.cluster.http.CloseIdleConnections()
-			rt.cluster.http1.CloseIdleConnections()
+			for _, e := range rt.cluster.endpoints.Load().list {
+				e.h1.closeIdle()
+			}
 		} else {
 			rt.app.CloseIdleConnections()
 			rt.app1.CloseIdleConnections()
+			if rt.appPool != nil {
+				rt.appPool.closeIdle()
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -43,6 +43,8 @@ type mesh struct {
 	client *workload
 	// target is the URL the app of the client pod calls: the client proxy's outbound listener.
 	target string
+	// app is the URL of the echo app itself, for a direct baseline.
+	app string
 }
 
 // workload is a pod's object and the files the kubelet would give its proxies.
@@ -70,7 +72,7 @@ func newMesh(t testing.TB) *mesh {
 			t.Fatal(err)
 		}
 	}
-	m := &mesh{ns: ns, target: fmt.Sprintf("http://127.0.0.1:%d/", outbound)}
+	m := &mesh{ns: ns, target: fmt.Sprintf("http://127.0.0.1:%d/", outbound), app: fmt.Sprintf("http://127.0.0.1:%d/", appPort)}
 	m.echo = newWorkload(t, echoMS, "echo-0", sidecar.InboundPort)
 	m.client = newWorkload(t, clientMS, "client-0", clientInbound)
 

@@ -54,6 +54,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if target := os.Getenv(relayTargetEnv); target != "" {
+		os.Exit(runRelay(target)) // a relay process of BenchmarkTwoHopsProcesses
+	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapcore.ErrorLevel)))
 	testenv.Main(m, &env, buildBinaries, startControlPlane)
 }
