@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -92,8 +91,30 @@ type streamedBody struct {
 
 // copier is one goroutine sending a streamed body.
 type copier struct {
-	done     chan error // its outcome
-	finished atomic.Bool
+	finished chan struct{} // closed once it is done
+	err      error         // its outcome, once finished is closed
+}
+
+// copierGrace is how long a response that is over waits for its request body's copier: the
+// upstream can answer as soon as it has the last byte, a moment before the copier sees the
+// end of the body. A copier still busy after it is stopped (the upstream answered early).
+const copierGrace = 50 * time.Millisecond
+
+// wait reports whether the copier finished, waiting at most d.
+func (cp *copier) wait(d time.Duration) bool {
+	select {
+	case <-cp.finished:
+		return true
+	default:
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-cp.finished:
+		return true
+	case <-timer.C:
+		return false
+	}
 }
 
 var h1Conns = sync.Pool{New: func() any {
@@ -410,7 +431,7 @@ func (c *h1Conn) forwardResponse(u *h1Upstream, start time.Time) bool {
 	rechunk := (framing == framingChunked || framing == framingEOF) && req.minor >= 1
 	closing := c.gen.draining.Load() || req.wantsClose() ||
 		((framing == framingChunked || framing == framingEOF) && req.minor == 0) ||
-		(c.stream.active && c.stream.current != nil && !c.stream.current.finished.Load())
+		(c.stream.active && c.stream.current != nil && !c.stream.current.wait(copierGrace))
 
 	c.writeStatusLine(res)
 	c.writeFields(res, framing == framingNone || framing == framingLength)
@@ -618,15 +639,15 @@ func (c *h1Conn) startCopier(u *h1Upstream) error {
 	if err != nil {
 		return err
 	}
-	cp := &copier{done: make(chan error, 1)}
+	cp := &copier{finished: make(chan struct{})}
 	s.current = cp
 	chunked := c.req.chunked
 	s.copiers.Add(1)
 	go func() {
 		defer s.copiers.Done()
 		err := copyRequestBody(u.bw, body, chunked, &s.trailer)
-		cp.finished.Store(true)
-		cp.done <- err
+		cp.err = err
+		close(cp.finished)
 	}()
 	return nil
 }
@@ -682,18 +703,15 @@ func (c *h1Conn) finishStream(u *h1Upstream) bool {
 		n, err := io.Copy(io.Discard, io.LimitReader(&s.reader, maxDiscardBody+1))
 		return err == nil && n <= maxDiscardBody && s.reader.done
 	}
-	var sent bool
-	select {
-	case err := <-s.current.done:
-		sent = err == nil
-		s.copiers.Wait() // copiers of earlier attempts stop on their own now
-	default:
+	if !s.current.wait(copierGrace) {
 		if u != nil {
 			u.close()
 		}
 		c.interruptCopiers()
+		return false
 	}
-	return sent && s.reader.done
+	s.copiers.Wait() // copiers of earlier attempts stop on their own now
+	return s.current.err == nil && s.reader.done
 }
 
 // abandonStream stops the copiers of a request that ends without an answer.
