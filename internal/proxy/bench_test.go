@@ -6,15 +6,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
-	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshlift/meshlift/internal/proxyconfig"
+	"github.com/meshlift/meshlift/internal/testutil/latency"
 )
 
 // benchBody is the request and response body of the benchmarks (1 KB).
@@ -69,28 +67,9 @@ func startRelay(b testing.TB, address string) string {
 }
 
 func post(b testing.TB, c *http.Client, url string) time.Duration {
-	start := time.Now()
-	res, err := c.Post(url, "application/octet-stream", bytes.NewReader(benchBody))
-	if err != nil {
-		b.Fatal(err)
-	}
-	n, _ := io.Copy(io.Discard, res.Body)
-	_ = res.Body.Close()
-	elapsed := time.Since(start)
-	if res.StatusCode != http.StatusOK || n != int64(len(benchBody)) {
-		b.Fatalf("got %s with %d bytes", res.Status, n)
-	}
-	return elapsed
+	b.Helper()
+	return latency.Post(b, c, url, benchBody)
 }
-
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
-}
-
-func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // BenchmarkTwoHops measures the latency two proxies add to an HTTP/1.1 keep-alive request with
 // 1 KB bodies each way: each iteration sends one request through both proxies, one through two
@@ -127,20 +106,8 @@ func BenchmarkTwoHops(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	slices.Sort(directTimes)
-	slices.Sort(proxiedTimes)
-	slices.Sort(relayedTimes)
-	for _, q := range []struct {
-		name string
-		p    float64
-	}{{"p50", .5}, {"p99", .99}} {
-		d, p, r := percentile(directTimes, q.p), percentile(proxiedTimes, q.p), percentile(relayedTimes, q.p)
-		b.ReportMetric(micros(d), q.name+"-direct-µs")
-		b.ReportMetric(micros(p), q.name+"-proxied-µs")
-		b.ReportMetric(micros(p-d), q.name+"-added-µs")
-		b.ReportMetric(micros(r-d), q.name+"-relays-added-µs")
-	}
-	if rss := residentMB(); rss > 0 {
+	latency.ReportAdded(b, directTimes, proxiedTimes, relayedTimes)
+	if rss, _, err := latency.ResidentMB(os.Getpid()); err == nil {
 		b.ReportMetric(rss, "process-RSS-MB")
 	}
 }
@@ -196,20 +163,4 @@ func BenchmarkTwoHopsThroughput(b *testing.B) {
 			}
 		})
 	}
-}
-
-// residentMB reads the process's resident set size (Linux), 0 elsewhere.
-func residentMB() float64 {
-	status, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			return float64(kb) / 1024
-		}
-	}
-	runtime.KeepAlive(status)
-	return 0
 }

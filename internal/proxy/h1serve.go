@@ -562,18 +562,7 @@ func (c *h1Conn) fail(err error, start time.Time) bool {
 		_ = c.conn.Close()
 		return false
 	}
-	status, message := http.StatusBadGateway, "meshlift-proxy: upstream failed\n"
-	switch {
-	case errors.Is(err, errNoEndpoints):
-		status, message = http.StatusServiceUnavailable, "meshlift-proxy: no endpoints\n"
-		rt.stats.noEndpoints.Inc()
-	case isConnectError(err):
-		status, message = http.StatusServiceUnavailable, "meshlift-proxy: upstream connect failed\n"
-		rt.stats.connectErrors.Inc()
-	default:
-		rt.stats.upstreamErrors.Inc()
-	}
-	rt.p.log.V(1).Info("Request failed", "direction", rt.dir.String(), "target", rt.name, "status", status, "error", err.Error())
+	status, message := rt.upstreamFailed(err)
 	bodyRead := c.finishStream(nil)
 	closing := c.gen.draining.Load() || c.req.wantsClose() || !bodyRead
 	c.writeErrorResponse(status, message, closing)

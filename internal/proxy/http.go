@@ -202,12 +202,10 @@ func copyResponseBody(w http.ResponseWriter, body io.Reader, flush bool) (readEr
 	}
 }
 
-func (rt *route) fail(w http.ResponseWriter, r *http.Request, err error, start time.Time, g *generation) {
-	if r.Context().Err() != nil {
-		rt.stats.canceled.Inc()
-		return
-	}
-	status, message := http.StatusBadGateway, "meshlift-proxy: upstream failed\n"
+// upstreamFailed counts and logs a request that got no response from upstream, and returns the
+// proxy's own answer: 503 when there was no endpoint or none could be connected to, else 502.
+func (rt *route) upstreamFailed(err error) (status int, message string) {
+	status, message = http.StatusBadGateway, "meshlift-proxy: upstream failed\n"
 	switch {
 	case errors.Is(err, errNoEndpoints):
 		status, message = http.StatusServiceUnavailable, "meshlift-proxy: no endpoints\n"
@@ -219,6 +217,15 @@ func (rt *route) fail(w http.ResponseWriter, r *http.Request, err error, start t
 		rt.stats.upstreamErrors.Inc()
 	}
 	rt.p.log.V(1).Info("Request failed", "direction", rt.dir.String(), "target", rt.name, "status", status, "error", err.Error())
+	return status, message
+}
+
+func (rt *route) fail(w http.ResponseWriter, r *http.Request, err error, start time.Time, g *generation) {
+	if r.Context().Err() != nil {
+		rt.stats.canceled.Inc()
+		return
+	}
+	status, message := rt.upstreamFailed(err)
 	header := w.Header()
 	closeIfDraining(header, r, g)
 	header["Content-Type"] = textPlain

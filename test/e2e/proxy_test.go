@@ -40,23 +40,7 @@ func TestMeshedPodsTalkOverMTLS(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), version) })
 
-	server := gen.MeshService("demo", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
-	caller := gen.MeshService("client", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
-	caller.Spec.Ports = nil
-	caller.Spec.Upstreams = []meshv1alpha1.Upstream{{MeshService: "demo", Port: "http", LocalPort: 18080}}
-	for _, ms := range []*meshv1alpha1.MeshService{server, caller} {
-		if err := k8s.Create(ctx, ms); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The trust bundle is in the namespace before the first proxy starts.
-	testenv.Eventually(t, time.Minute, func(ctx context.Context) (bool, string) {
-		cm := &corev1.ConfigMap{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: sidecar.CARootConfigMap}, cm); err != nil {
-			return false, err.Error()
-		}
-		return cm.Data[sidecar.CARootKey] != "", "the trust bundle ConfigMap is empty"
-	})
+	createDemoMeshServices(t, ns, version.Name)
 
 	if err := k8s.Create(ctx, demoDeployment(ns, "demo", 2)); err != nil {
 		t.Fatal(err)
@@ -119,6 +103,30 @@ func TestMeshedPodsTalkOverMTLS(t *testing.T) {
 	if served < 400 {
 		t.Errorf("the demo proxies served %d requests, want the client's 500", served)
 	}
+}
+
+// createDemoMeshServices creates the MeshServices demo (the echo app's port http) and client
+// (which calls demo on 127.0.0.1:18080 through its proxy), both pinned to version, and waits
+// until the namespace has the trust bundle the first proxy needs.
+func createDemoMeshServices(t testing.TB, ns, version string) {
+	t.Helper()
+	ctx := context.Background()
+	server := gen.MeshService("demo", gen.PinVersion(version), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	caller := gen.MeshService("client", gen.PinVersion(version), gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	caller.Spec.Ports = nil
+	caller.Spec.Upstreams = []meshv1alpha1.Upstream{{MeshService: "demo", Port: "http", LocalPort: 18080}}
+	for _, ms := range []*meshv1alpha1.MeshService{server, caller} {
+		if err := k8s.Create(ctx, ms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, time.Minute, func(ctx context.Context) (bool, string) {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: sidecar.CARootConfigMap}, cm); err != nil {
+			return false, err.Error()
+		}
+		return cm.Data[sidecar.CARootKey] != "", "the trust bundle ConfigMap is empty"
+	})
 }
 
 // waitForMeshedPods waits until want pods of app run with their active proxy ready.

@@ -75,22 +75,7 @@ func newMeshedApp(t testing.TB, prefix string, replicas int32, to func(ns string
 		}
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), v) })
 	}
-	server := gen.MeshService("demo", gen.PinVersion(a.from.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
-	caller := gen.MeshService("client", gen.PinVersion(a.from.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
-	caller.Spec.Ports = nil
-	caller.Spec.Upstreams = []meshv1alpha1.Upstream{{MeshService: "demo", Port: "http", LocalPort: 18080}}
-	for _, ms := range []*meshv1alpha1.MeshService{server, caller} {
-		if err := k8s.Create(ctx, ms); err != nil {
-			t.Fatal(err)
-		}
-	}
-	testenv.Eventually(t, time.Minute, func(ctx context.Context) (bool, string) {
-		cm := &corev1.ConfigMap{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: sidecar.CARootConfigMap}, cm); err != nil {
-			return false, err.Error()
-		}
-		return true, ""
-	})
+	createDemoMeshServices(t, ns, a.from.Name)
 	if err := k8s.Create(ctx, demoDeployment(ns, "demo", replicas)); err != nil {
 		t.Fatal(err)
 	}

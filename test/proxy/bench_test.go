@@ -9,12 +9,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshlift/meshlift/internal/testutil/latency"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
@@ -32,20 +31,7 @@ func BenchmarkTwoHopsProcesses(b *testing.B) {
 	relayed := "http://" + startRelay(b, startRelay(b, strings.TrimSuffix(strings.TrimPrefix(m.app, "http://"), "/"))) + "/"
 	body := bytes.Repeat([]byte("x"), 1024)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}, Timeout: 10 * time.Second}
-	post := func(url string) time.Duration {
-		start := time.Now()
-		res, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, _ := io.Copy(io.Discard, res.Body)
-		_ = res.Body.Close()
-		elapsed := time.Since(start)
-		if res.StatusCode != http.StatusOK || n != int64(len(body)) {
-			b.Fatalf("%s answered %s with %d bytes", url, res.Status, n)
-		}
-		return elapsed
-	}
+	post := func(url string) time.Duration { return latency.Post(b, client, url, body) }
 	paths := []struct {
 		url   string
 		times []time.Duration
@@ -65,25 +51,12 @@ func BenchmarkTwoHopsProcesses(b *testing.B) {
 			path.times = append(path.times, post(path.url))
 		}
 	}
-	for i := range paths {
-		slices.Sort(paths[i].times)
-	}
-	proxied, relays, direct := paths[0].times, paths[1].times, paths[2].times
-	for _, q := range []struct {
-		name string
-		p    float64
-	}{{"p50", .5}, {"p99", .99}} {
-		d, p, r := percentile(direct, q.p), percentile(proxied, q.p), percentile(relays, q.p)
-		b.ReportMetric(micros(d), q.name+"-direct-µs")
-		b.ReportMetric(micros(p), q.name+"-proxied-µs")
-		b.ReportMetric(micros(p-d), q.name+"-added-µs")
-		b.ReportMetric(micros(r-d), q.name+"-relays-added-µs")
-	}
+	latency.ReportAdded(b, paths[2].times, paths[0].times, paths[1].times)
 	for _, w := range []struct {
 		name string
 		p    *proxyProcess
 	}{{"client", m.client.running[1]}, {"server", m.echo.running[1]}} {
-		rss, peak, err := residentMB(w.p.cmd.Process.Pid)
+		rss, peak, err := latency.ResidentMB(w.p.cmd.Process.Pid)
 		if err != nil {
 			b.Fatalf("reading the memory of the %s proxy: %v", w.name, err)
 		}
@@ -135,36 +108,4 @@ func runRelay(target string) int {
 			_, _ = io.Copy(down, up)
 		}()
 	}
-}
-
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
-}
-
-func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-
-// residentMB reads a process's resident set size and its peak (Linux).
-func residentMB(pid int) (rss, peak float64, err error) {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		for _, field := range []struct {
-			prefix string
-			value  *float64
-		}{{"VmRSS:", &rss}, {"VmHWM:", &peak}} {
-			if rest, ok := strings.CutPrefix(line, field.prefix); ok {
-				kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-				if err != nil {
-					return 0, 0, fmt.Errorf("parsing %q: %w", line, err)
-				}
-				*field.value = float64(kb) / 1024
-			}
-		}
-	}
-	return rss, peak, nil
 }
