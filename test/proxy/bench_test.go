@@ -3,15 +3,20 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/meshlift/meshlift/internal/testutil/latency"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
@@ -30,15 +35,15 @@ func BenchmarkTwoHopsProcesses(b *testing.B) {
 	m := newMesh(b)
 	relayed := "http://" + startRelay(b, startRelay(b, strings.TrimSuffix(strings.TrimPrefix(m.app, "http://"), "/"))) + "/"
 	body := bytes.Repeat([]byte("x"), 1024)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}, Timeout: 10 * time.Second}
-	post := func(url string) time.Duration { return latency.Post(b, client, url, body) }
+	// A client that allocates nothing per request: the test process's own garbage collection
+	// would otherwise weigh on the figures (see BenchmarkTwoHops).
 	paths := []struct {
-		url   string
+		conn  *latency.Conn
 		times []time.Duration
-	}{{url: m.target}, {url: relayed}, {url: m.app}}
+	}{{conn: latency.NewConn(m.target, body)}, {conn: latency.NewConn(relayed, body)}, {conn: latency.NewConn(m.app, body)}}
 	for range 200 { // warm the pools and TLS sessions
 		for i := range paths {
-			post(paths[i].url)
+			paths[i].conn.Post(b)
 		}
 	}
 	ticker := time.NewTicker(time.Millisecond)
@@ -48,7 +53,7 @@ func BenchmarkTwoHopsProcesses(b *testing.B) {
 		// The first request after the pause wakes everything up: take turns.
 		for k := range paths {
 			path := &paths[(i+k)%len(paths)]
-			path.times = append(path.times, post(path.url))
+			path.times = append(path.times, path.conn.Post(b))
 		}
 	}
 	latency.ReportAdded(b, paths[2].times, paths[0].times, paths[1].times)
@@ -63,6 +68,99 @@ func BenchmarkTwoHopsProcesses(b *testing.B) {
 		b.ReportMetric(rss, w.name+"-proxy-RSS-MB")
 		b.ReportMetric(peak, w.name+"-proxy-peak-RSS-MB")
 	}
+}
+
+// BenchmarkTwoHopsProcessesThroughput measures what two meshlift-proxy processes sharing one
+// CPU can carry: both are pinned to the machine's last CPU, and 32 keep-alive clients send 1 KB
+// requests through them (app → client proxy → mTLS → server proxy → meshlift-demo serve) as
+// fast as they are answered. It reports requests per second and the CPU time each proxy spent
+// per request (one proxy on one core carries 1e6 / that many requests per second).
+func BenchmarkTwoHopsProcessesThroughput(b *testing.B) {
+	m := newMesh(b)
+	body := bytes.Repeat([]byte("x"), 1024)
+	proxies := []struct {
+		name string
+		p    *proxyProcess
+		cpu  time.Duration
+	}{{name: "client", p: m.client.running[1]}, {name: "server", p: m.echo.running[1]}}
+	last := runtime.NumCPU() - 1
+	for _, w := range proxies {
+		if err := pin(w.p.cmd.Process.Pid, last); err != nil {
+			b.Fatalf("pinning the %s proxy to CPU %d: %v", w.name, last, err)
+		}
+	}
+	time.Sleep(1500 * time.Millisecond) // the Go runtime of the proxies sees one CPU: GOMAXPROCS 1
+	warm := latency.NewConn(m.target, body)
+	for range 200 {
+		warm.Post(b)
+	}
+	warm.Close()
+	for i := range proxies {
+		proxies[i].cpu = -cpuTime(b, proxies[i].p.cmd.Process.Pid)
+	}
+	var failed atomic.Int64
+	b.SetParallelism(16)
+	start := time.Now()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c := latency.NewConn(m.target, body)
+		defer c.Close()
+		for pb.Next() {
+			if _, err := c.Do(); err != nil {
+				failed.Add(1)
+			}
+		}
+	})
+	b.StopTimer()
+	elapsed := time.Since(start)
+	if failed.Load() > 0 {
+		b.Fatalf("%d requests failed", failed.Load())
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+	for i := range proxies {
+		proxies[i].cpu += cpuTime(b, proxies[i].p.cmd.Process.Pid)
+		b.ReportMetric(float64(proxies[i].cpu.Microseconds())/float64(b.N), proxies[i].name+"-proxy-CPU-µs/req")
+	}
+}
+
+// pin binds every thread of process pid to CPU cpu (threads it starts later inherit it).
+func pin(pid, cpu int) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("thread %d: %w", tid, err)
+		}
+	}
+	return nil
+}
+
+// cpuTime is the user and system CPU time process pid has used (Linux /proc, clock ticks of 10 ms).
+func cpuTime(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses: utime and stime are the 12th and 13th.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			tb.Fatalf("parsing /proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // relayTargetEnv makes the test binary a relay to its address (see runRelay).

@@ -1,12 +1,14 @@
 // Package latency is what the proxy's latency benchmarks (internal/proxy in process, test/proxy
-// with real processes) share: timing one request, reporting what a path adds to the direct one,
-// and reading a process's memory.
+// with real processes) share: an HTTP/1.1 client and app that allocate nothing per request,
+// reporting what a path adds to the direct one, and reading a process's memory.
 package latency
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -15,24 +17,6 @@ import (
 	"testing"
 	"time"
 )
-
-// Post sends body to url with c and returns how long the whole exchange took; the answer must
-// be 200 with as many bytes as body.
-func Post(tb testing.TB, c *http.Client, url string, body []byte) time.Duration {
-	tb.Helper()
-	start := time.Now()
-	res, err := c.Post(url, "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	n, _ := io.Copy(io.Discard, res.Body)
-	_ = res.Body.Close()
-	elapsed := time.Since(start)
-	if res.StatusCode != http.StatusOK || n != int64(len(body)) {
-		tb.Fatalf("%s answered %s with %d bytes", url, res.Status, n)
-	}
-	return elapsed
-}
 
 // ReportAdded sorts the request times of the three paths and reports, for p50 and p99, the
 // direct and proxied times and what the proxies and the relays add to the direct one
@@ -84,4 +68,157 @@ func ResidentMB(pid int) (rss, peak float64, err error) {
 		}
 	}
 	return rss, peak, nil
+}
+
+// Conn is a minimal HTTP/1.1 keep-alive client on one connection that allocates nothing per
+// request, so that the load generator's garbage collection does not weigh on the figures of
+// a benchmark that shares its process with what it measures.
+type Conn struct {
+	address string
+	request []byte
+	conn    net.Conn
+	br      *bufio.Reader
+	buf     []byte
+	// bodySize is the size of the request body, and of the response body expected.
+	bodySize int
+}
+
+// NewConn prepares POST requests with body to the "/" of the HTTP URL's host:port.
+func NewConn(url string, body []byte) *Conn {
+	host := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/")
+	head := "POST / HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n"
+	return &Conn{address: host, request: append([]byte(head), body...), bodySize: len(body), buf: make([]byte, 64<<10)}
+}
+
+// Post sends the request, reads the whole response and returns how long it took; the answer
+// must be 200 with as many bytes as the request body.
+func (c *Conn) Post(tb testing.TB) time.Duration {
+	tb.Helper()
+	elapsed, err := c.Do()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return elapsed
+}
+
+// Do is Post for goroutines other than the test's: it returns what went wrong, after which the
+// connection is closed (the next request opens a new one).
+func (c *Conn) Do() (time.Duration, error) {
+	start := time.Now()
+	if c.conn == nil {
+		conn, err := net.Dial("tcp", c.address)
+		if err != nil {
+			return 0, err
+		}
+		c.conn, c.br = conn, bufio.NewReaderSize(conn, 16<<10)
+	}
+	status, length, err := c.exchange()
+	if err != nil {
+		c.Close()
+		return 0, fmt.Errorf("%s: %w", c.address, err)
+	}
+	elapsed := time.Since(start)
+	if status != http.StatusOK || length != c.bodySize {
+		c.Close()
+		return 0, fmt.Errorf("%s answered %d with %d bytes", c.address, status, length)
+	}
+	return elapsed, nil
+}
+
+func (c *Conn) exchange() (status, length int, err error) {
+	if _, err := c.conn.Write(c.request); err != nil {
+		return 0, 0, fmt.Errorf("sending the request: %w", err)
+	}
+	length = -1
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return 0, 0, fmt.Errorf("reading the response head: %w", err)
+		}
+		if status == 0 {
+			if len(line) < 12 {
+				return 0, 0, fmt.Errorf("bad status line %q", line)
+			}
+			status = atoi(line[9:12])
+			continue
+		}
+		if len(line) <= 2 {
+			break
+		}
+		if name, value, ok := bytes.Cut(line, []byte(":")); ok && strings.EqualFold(string(name), "Content-Length") {
+			length = atoi(bytes.TrimSpace(value))
+		}
+	}
+	if length < 0 || length > len(c.buf) {
+		return 0, 0, fmt.Errorf("response with Content-Length %d", length)
+	}
+	if _, err := io.ReadFull(c.br, c.buf[:length]); err != nil {
+		return 0, 0, fmt.Errorf("reading the response body: %w", err)
+	}
+	return status, length, nil
+}
+
+func atoi(b []byte) int {
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// Serve answers every HTTP/1.1 request on l with 200 and a body of size bytes, reading and
+// dropping the request body (Content-Length only), allocating nothing per request, until l is
+// closed: an app whose own garbage collection does not weigh on the figures.
+func Serve(l net.Listener, size int) {
+	head := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n")
+	response := append(head, bytes.Repeat([]byte("x"), size)...)
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer conn.Close()
+			br := bufio.NewReaderSize(conn, 16<<10)
+			for {
+				length := 0
+				for first := true; ; first = false {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(line) <= 2 {
+						if first {
+							continue
+						}
+						break
+					}
+					if name, value, ok := bytes.Cut(line, []byte(":")); ok && strings.EqualFold(string(name), "Content-Length") {
+						length = atoi(bytes.TrimSpace(value))
+					}
+				}
+				if length < 0 {
+					return
+				}
+				if _, err := br.Discard(length); err != nil {
+					return
+				}
+				if _, err := conn.Write(response); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// Close closes the connection, if there is one.
+func (c *Conn) Close() {
+	if c.conn != nil {
+		_ = c.conn.Close()
+		c.conn = nil
+	}
 }
