@@ -39,6 +39,7 @@ import (
 	"github.com/meshlift/meshlift/internal/identity"
 	"github.com/meshlift/meshlift/internal/identity/builtin"
 	"github.com/meshlift/meshlift/internal/identity/certmanager"
+	"github.com/meshlift/meshlift/internal/podcache"
 	"github.com/meshlift/meshlift/internal/rollout"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/webhookcert"
@@ -58,6 +59,7 @@ type options struct {
 	metricsAddr    string
 	metricsSecure  bool
 	probeAddr      string
+	pprofAddr      string
 	leaderElect    bool
 	leaderElectNS  string
 	trustDomain    string
@@ -91,6 +93,7 @@ func main() {
 	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; \"0\" disables it.")
 	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization (TokenReview and SubjectAccessReview).")
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.StringVar(&opts.pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); \"0\" (the default) disables them.")
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader so only one replica runs the controllers.")
 	flag.StringVar(&opts.leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the operator's namespace).")
 	flag.StringVar(&opts.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of workload identities.")
@@ -155,12 +158,13 @@ func run(ctx context.Context, opts options) error {
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        opts.probeAddr,
+		PprofBindAddress:              opts.pprofAddr,
 		LeaderElection:                opts.leaderElect,
 		LeaderElectionID:              "meshlift.mesh.meshlift.io",
 		LeaderElectionNamespace:       opts.leaderElectNS,
 		LeaderElectionReleaseOnCancel: true,
-		// Pods are the bulk of the cache; managed fields are never read, so drop them.
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// Pods are the bulk of the cache: only what the operator reads of them is kept.
+		Cache: podcache.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("failed to create manager: %w", err)

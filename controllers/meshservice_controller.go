@@ -58,8 +58,10 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// help until the spec changes, which triggers a new reconcile.
 		return r.reportInvalidSelector(ctx, ms, err)
 	}
+	// Read only (status.MeshService counts them): no copy of every pod per reconcile.
 	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabelsSelector{Selector: selector}); err != nil {
+	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabelsSelector{Selector: selector},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("failed to list pods of MeshService %s: %w", req, err)
 	}
 	plans := &meshv1alpha1.UpgradePlanList{}

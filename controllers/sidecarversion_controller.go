@@ -38,8 +38,9 @@ func (r *SidecarVersionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
+	// Read only (status.SidecarVersion counts them): no copy of every pod per reconcile.
 	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.MatchingFields{IndexPodVersion: sv.Name}); err != nil {
+	if err := r.List(ctx, pods, client.MatchingFields{IndexPodVersion: sv.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("failed to list pods running SidecarVersion %s: %w", sv.Name, err)
 	}
 	all := &meshv1alpha1.SidecarVersionList{}

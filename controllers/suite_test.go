@@ -9,12 +9,12 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/meshlift/meshlift/controllers"
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/podcache"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
@@ -42,7 +42,7 @@ func startManager(e *testenv.Env) (stop func(), err error) {
 		Scheme:                 e.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache:                  podcache.CacheOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to create manager: %w", err)
