@@ -380,6 +380,11 @@ func TestClientReconnectsAndRereadsItsToken(t *testing.T) {
 	first := waitRequest(t, f.server, func(r *discoveryv3.DiscoveryRequest) bool { return r.GetTypeUrl() == TypeSecret })
 	send(t, stream, TypeSecret, "1", f.signedSecret(t, first))
 	rec.wait(t, func() bool { return len(rec.certs) == 1 })
+	// The ACK of that response is the last Secret request of the first stream: once it is here,
+	// no request of that stream can be taken for one of the next.
+	waitRequest(t, f.server, func(r *discoveryv3.DiscoveryRequest) bool {
+		return r.GetTypeUrl() == TypeSecret && r.GetVersionInfo() == "1"
+	})
 
 	// The server drops every stream; the client comes back on a new one.
 	f.server.mu.Lock()
