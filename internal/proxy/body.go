@@ -49,6 +49,13 @@ func newReplayBody(src io.ReadCloser) *replayBody {
 	return &replayBody{src: src, buf: buf}
 }
 
+// replayable reports whether reader can start the body again.
+func (b *replayBody) replayable() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.overflow && !b.done
+}
+
 // reader starts reading from the beginning again (Request.GetBody).
 func (b *replayBody) reader() (io.ReadCloser, error) {
 	b.mu.Lock()

@@ -292,9 +292,12 @@ func (p *Proxy) dialEndpoint(ctx context.Context, c *cluster, e *endpoint, confi
 	return conn, nil
 }
 
-// dialCluster connects to an endpoint of c for a TCP stream, trying up to MaxConnectAttempts
-// endpoints.
-func (p *Proxy) dialCluster(ctx context.Context, c *cluster) (*tls.Conn, *endpoint, error) {
+// tryEndpoints calls try with endpoints of c, each one not tried before, until one succeeds: it
+// goes on to another endpoint only after a connect error (nothing reached the endpoint), when
+// again (if not nil) allows it, and for up to MaxConnectAttempts endpoints. The endpoint that
+// succeeded counts one more request in flight (least-request) until the caller ends it with
+// e.active.Add(-1).
+func (p *Proxy) tryEndpoints(c *cluster, try func(e *endpoint) error, again func() bool) (*endpoint, error) {
 	var tried [maxConnectAttempts]*endpoint
 	err := errNoEndpoints
 	for attempt := range p.opts.MaxConnectAttempts {
@@ -302,12 +305,27 @@ func (p *Proxy) dialCluster(ctx context.Context, c *cluster) (*tls.Conn, *endpoi
 		if e == nil {
 			break
 		}
-		conn, dialErr := p.dialEndpoint(ctx, c, e, e.tlsTCP)
-		if dialErr == nil {
-			return conn, e, nil
+		e.active.Add(1)
+		if err = try(e); err == nil {
+			return e, nil
+		}
+		e.active.Add(-1)
+		if !isConnectError(err) || (again != nil && !again()) {
+			break
 		}
 		tried[attempt] = e
-		err = dialErr
 	}
-	return nil, nil, err
+	return nil, err
+}
+
+// dialCluster connects to an endpoint of c for a TCP stream, trying up to MaxConnectAttempts
+// endpoints. The endpoint counts the stream in flight until the caller ends it.
+func (p *Proxy) dialCluster(ctx context.Context, c *cluster) (*tls.Conn, *endpoint, error) {
+	var conn *tls.Conn
+	e, err := p.tryEndpoints(c, func(e *endpoint) error {
+		var dialErr error
+		conn, dialErr = p.dialEndpoint(ctx, c, e, e.tlsTCP)
+		return dialErr
+	}, nil)
+	return conn, e, err
 }

@@ -264,26 +264,16 @@ func (c *h1Conn) roundTrip() (*h1Upstream, *endpoint, error) {
 		u, err := c.roundTripTo(nil, rt.appPool)
 		return u, nil, err
 	}
-	var tried [maxConnectAttempts]*endpoint
-	err := errNoEndpoints
-	for attempt := range rt.p.opts.MaxConnectAttempts {
-		e := rt.cluster.pick(tried[:attempt])
-		if e == nil {
-			break
-		}
-		e.active.Add(1)
-		u, rtErr := c.roundTripTo(e, e.h1)
-		if rtErr == nil {
-			return u, e, nil
-		}
-		e.active.Add(-1)
-		err = rtErr
-		if !isConnectError(rtErr) {
-			break
-		}
-		tried[attempt] = e
+	var u *h1Upstream
+	e, err := rt.p.tryEndpoints(rt.cluster, func(e *endpoint) error {
+		var rtErr error
+		u, rtErr = c.roundTripTo(e, e.h1)
+		return rtErr
+	}, nil)
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, nil, err
+	return u, e, nil
 }
 
 // roundTripTo sends the request on an idle connection of the pool, or a new one, and reads the

@@ -101,36 +101,29 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, g *generation) {
 }
 
 // roundTripCluster sends out to an endpoint of the cluster, and to another one when connecting
-// to the first failed, up to MaxConnectAttempts endpoints.
+// to the first failed, up to MaxConnectAttempts endpoints, as long as the client is there and the
+// body can be sent again.
 func (rt *route) roundTripCluster(transport *http.Transport, out *http.Request, body *replayBody) (*http.Response, *endpoint, error) {
-	var tried [maxConnectAttempts]*endpoint
-	err := errNoEndpoints
-	for attempt := range rt.p.opts.MaxConnectAttempts {
-		e := rt.cluster.pick(tried[:attempt])
-		if e == nil {
-			break
-		}
+	var res *http.Response
+	e, err := rt.p.tryEndpoints(rt.cluster, func(e *endpoint) error {
 		if body != nil {
-			reader, bodyErr := body.reader()
-			if bodyErr != nil {
-				break
+			reader, err := body.reader()
+			if err != nil {
+				return err
 			}
 			out.Body = reader
 		}
 		out.URL.Host = e.Address
-		e.active.Add(1)
-		res, rtErr := transport.RoundTrip(out)
-		if rtErr == nil {
-			return res, e, nil
-		}
-		e.active.Add(-1)
-		err = rtErr
-		if !isConnectError(rtErr) || out.Context().Err() != nil {
-			break
-		}
-		tried[attempt] = e
+		var err error
+		res, err = transport.RoundTrip(out)
+		return err
+	}, func() bool {
+		return out.Context().Err() == nil && (body == nil || body.replayable())
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, nil, err
+	return res, e, nil
 }
 
 func (rt *route) writeResponse(w http.ResponseWriter, r *http.Request, res *http.Response, start time.Time, g *generation) {

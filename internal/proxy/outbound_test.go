@@ -264,47 +264,60 @@ func TestOutboundRetriesAnotherEndpoint(t *testing.T) {
 	downAddr := down.Addr().String()
 	_ = down.Close() // connection refused from now on
 
+	post := func(t *testing.T, c *http.Client, address string, major int) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+address+"/", strings.NewReader("body"))
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK || res.ProtoMajor != major || string(got) != "body" {
+			t.Fatalf("%s %s %q", res.Proto, res.Status, got)
+		}
+	}
+	paths := []struct {
+		name, port string
+		send       func(t *testing.T, address string)
+	}{
+		{"HTTP/1.1 (fast path)", "http", func(t *testing.T, address string) { post(t, h1Client(), address, 1) }},
+		{"HTTP/2 (net/http path)", "http", func(t *testing.T, address string) { post(t, h2cClient(), address, 2) }},
+		{"TCP", "raw", func(t *testing.T, address string) {
+			conn, err := net.Dial("tcp", address)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(conn, "\x00ping")
+			got := make([]byte, 5)
+			_, err = io.ReadFull(conn, got)
+			_ = conn.Close()
+			if err != nil || string(got) != "\x00ping" {
+				t.Fatalf("TCP: %q, %v", got, err)
+			}
+		}},
+	}
 	for _, policy := range []string{RoundRobin, LeastRequest} {
-		t.Run(policy+" sends every request to the endpoint that is up", func(t *testing.T) {
-			client, local := f.clientProxy(Options{LoadBalancing: policy}, "http", "raw")
-			for _, name := range []string{"http", "raw"} {
-				if err := client.SetEndpoints(sni(name), []Endpoint{
+		for _, path := range paths {
+			// A new client proxy each time: the endpoint that is down is ejected after its first
+			// failed connect, so only the first requests of a proxy try it.
+			t.Run(policy+" "+path.name+" goes to the endpoint that is up", func(t *testing.T) {
+				client, local := f.clientProxy(Options{LoadBalancing: policy}, path.port)
+				if err := client.SetEndpoints(sni(path.port), []Endpoint{
 					{Address: downAddr, Identity: f.pki.id(serverService)},
 					{Address: serverAddr, Identity: f.pki.id(serverService)},
 				}); err != nil {
 					t.Fatal(err)
 				}
-			}
-			c := h1Client()
-			for i := range 10 {
-				req, _ := http.NewRequest(http.MethodPost, "http://"+local["http"]+"/", strings.NewReader("body"))
-				res, err := c.Do(req)
-				if err != nil {
-					t.Fatal(err)
+				// Least-request picks either endpoint half of the time until one is ejected.
+				for range 20 {
+					path.send(t, local[path.port])
 				}
-				got, _ := io.ReadAll(res.Body)
-				_ = res.Body.Close()
-				if res.StatusCode != http.StatusOK || string(got) != "body" {
-					t.Fatalf("request %d: %s %q", i, res.Status, got)
+				if counter(client.metrics.connectFailures.WithLabelValues("outbound", sni(path.port))) < 1 {
+					t.Error("no request tried the endpoint that is down: nothing was retried")
 				}
-			}
-			for i := range 4 {
-				conn, err := net.Dial("tcp", local["raw"])
-				if err != nil {
-					t.Fatal(err)
-				}
-				_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-				_, _ = io.WriteString(conn, "\x00ping")
-				got := make([]byte, 5)
-				_, err = io.ReadFull(conn, got)
-				_ = conn.Close()
-				if err != nil || string(got) != "\x00ping" {
-					t.Fatalf("TCP connection %d: %q, %v", i, got, err)
-				}
-			}
-			if counter(client.metrics.connectFailures.WithLabelValues("outbound", sni("http"))) < 1 {
-				t.Error("the failed connect is not counted")
-			}
-		})
+			})
+		}
 	}
 }

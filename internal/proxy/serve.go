@@ -163,7 +163,6 @@ func (p *Proxy) pipeToUpstream(t *target, down net.Conn) {
 		_ = down.Close()
 		return
 	}
-	e.active.Add(1)
 	defer e.active.Add(-1)
 	pipe(down, up)
 }
