@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/argocd"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 	"github.com/meshlift/meshlift/internal/versions"
@@ -80,6 +81,10 @@ func TestDefaultConflictAppearsAndClears(t *testing.T) {
 		})
 	}
 	waitForMeshService(t, ms, hasCondition(meshv1alpha1.ConditionReady, metav1.ConditionFalse, versions.ReasonDefaultConflict))
+	// Argo CD shows both versions and the MeshService Degraded, with the reason.
+	waitForHealth(t, first, argocd.StatusDegraded, meshv1alpha1.ReasonMultipleDefaults)
+	waitForHealth(t, second, argocd.StatusDegraded, meshv1alpha1.ReasonMultipleDefaults)
+	waitForHealth(t, ms, argocd.StatusDegraded, versions.ReasonDefaultConflict)
 
 	update(t, first, func(sv *meshv1alpha1.SidecarVersion) { sv.Spec.Default = false })
 	waitForVersion(t, "conflict-b", func(sv *meshv1alpha1.SidecarVersion) error {
@@ -93,4 +98,6 @@ func TestDefaultConflictAppearsAndClears(t *testing.T) {
 	})
 	waitForMeshService(t, ms, hasVersion("conflict-b", meshv1alpha1.VersionSourceDefault))
 	waitForMeshService(t, ms, hasCondition(meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonNoMatchingPods))
+	waitForHealth(t, second, argocd.StatusHealthy, meshv1alpha1.ReasonNoPods)
+	waitForHealth(t, ms, argocd.StatusHealthy, meshv1alpha1.ReasonNoMatchingPods)
 }
