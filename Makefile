@@ -67,6 +67,11 @@ verify-generated: $(CONTROLLER_GEN) ## Fail if generated files are stale (they a
 	stale=0; for f in $(GENERATED); do diff -ru "$$snapshot/$$f" "$$f" || stale=1; done; \
 	if [ $$stale = 1 ]; then echo "Generated files were stale and have been regenerated (diff above): review and commit them." >&2; exit 1; fi
 
+.PHONY: argocd-cm
+argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the Argo CD health checks.
+	$(call say,Generating config/argocd/argocd-cm.yaml from config/argocd/resource_customizations)
+	go test ./internal/argocd -run TestTheArgoCDConfigMapSnippetIsCurrent -update
+
 .PHONY: fmt
 fmt: ## Run gofmt.
 	gofmt -w $$(git ls-files '*.go')
@@ -91,6 +96,7 @@ test-unit: verify-generated vet envtest-assets ## Run unit and envtest tests (no
 test-e2e: deploy ## Run the end-to-end suite against the local cluster (brings it up; takes it down at the end).
 	$(call say,Running end-to-end tests against the local cluster)
 	E2E_KUBECONFIG=$(CLUSTER_KUBECONFIG) E2E_LOCAL_CLUSTER=$(LOCAL_CLUSTER) E2E_CLUSTER_STATE=$(CLUSTER_STATE) \
+	  E2E_KUSTOMIZE=$(KUSTOMIZE) E2E_KUBECTL=$(KUBECTL) \
 	  go test -tags e2e $(GO_TEST_FLAGS) -v ./test/e2e/...
 
 .PHONY: bench

@@ -45,11 +45,18 @@ local drift = condition("VersionDrift")
 local drifting = drift ~= nil and drift.status == "True"
 local moving = drifting and status.versionSource == "UpgradePlan"
 
+-- Pods that are not ready are starting, or restarting a proxy slot during an upgrade (the pod is
+-- not Ready until the new proxy took over): Progressing, as Argo CD shows a Deployment that rolls
+-- out. Whether they never become ready is the workload's health (a Deployment past its
+-- progressDeadlineSeconds is Degraded). Every other reason is a misconfiguration: Degraded.
 if ready.status ~= "True" then
-  if moving and ready.reason == "PodsNotReady" then
+  if ready.reason == "PodsNotReady" then
     hs.status = "Progressing"
-    hs.message = "An UpgradePlan moves pods to " .. (status.currentVersion or "") .. ": " .. explain(drift, "VersionDrift") ..
-      "; " .. explain(ready, "PodsNotReady")
+    hs.message = explain(ready, "PodsNotReady")
+    if moving then
+      hs.message = "An UpgradePlan moves pods to " .. (status.currentVersion or "") .. ": " .. explain(drift, "VersionDrift") ..
+        "; " .. hs.message
+    end
     return hs
   end
   hs.status = "Degraded"
