@@ -508,16 +508,9 @@ func TestTheArgoCDApplicationsSyncInWavesStayInSyncAndShowAnUpgradeFromGit(t *te
 			waveOf(operatorApp), waveOf(meshApp), waveOf(demoApp))
 	}
 
-	// The operator: every object in a wave, the namespace and CRDs before RBAC before the rest.
+	// The operator: every object in its wave.
 	operator := onTheLocalCluster(t, root, operatorApp.Spec.Source.Path)
-	wantWave := map[string]int{"Namespace": -2, "CustomResourceDefinition": -2, "ServiceAccount": -1, "Role": -1, "RoleBinding": -1,
-		"ClusterRole": -1, "ClusterRoleBinding": -1, "Deployment": 0, "Service": 0, "MutatingWebhookConfiguration": 0, "ValidatingWebhookConfiguration": 0}
-	for _, obj := range operator {
-		want, known := wantWave[obj.GetKind()]
-		if _, annotated := obj.GetAnnotations()["argocd.argoproj.io/sync-wave"]; !known || !annotated || syncWave(t, obj) != want {
-			t.Errorf("%s %s: sync wave %q, want %d", obj.GetKind(), obj.GetName(), obj.GetAnnotations()["argocd.argoproj.io/sync-wave"], want)
-		}
-	}
+	checkOperatorWaves(t, operator)
 	argoSync(t, operator)
 	if drift := argoDiff(t, operator, operatorApp.Spec.IgnoreDifferences); len(drift) > 0 {
 		t.Errorf("the operator's Application is out of sync after the operator ran:\n%s", strings.Join(drift, "\n"))
@@ -589,6 +582,40 @@ func TestTheArgoCDApplicationsSyncInWavesStayInSyncAndShowAnUpgradeFromGit(t *te
 		if drift := argoDiff(t, objs, ignores); len(drift) > 0 {
 			t.Errorf("the %s Application is out of sync after the upgrade:\n%s", name, strings.Join(drift, "\n"))
 		}
+	}
+}
+
+// checkOperatorWaves checks that every object of an operator overlay has its sync wave: the
+// namespace and CRDs first, then RBAC (and cert-manager's objects), then the rest.
+func checkOperatorWaves(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	wantWave := map[string]int{"Namespace": -2, "CustomResourceDefinition": -2, "ServiceAccount": -1, "Role": -1, "RoleBinding": -1,
+		"ClusterRole": -1, "ClusterRoleBinding": -1, "Issuer": -1, "Certificate": -1,
+		"Deployment": 0, "Service": 0, "MutatingWebhookConfiguration": 0, "ValidatingWebhookConfiguration": 0}
+	for _, obj := range objs {
+		want, known := wantWave[obj.GetKind()]
+		if _, annotated := obj.GetAnnotations()["argocd.argoproj.io/sync-wave"]; !known || !annotated || syncWave(t, obj) != want {
+			t.Errorf("%s %s: sync wave %q, want %d", obj.GetKind(), obj.GetName(), obj.GetAnnotations()["argocd.argoproj.io/sync-wave"], want)
+		}
+	}
+}
+
+// TestTheCertManagerOverlayHasTheSameWaves builds config/argocd/operator-cert-manager (the local
+// cluster has no cert-manager to apply it to): every object has its wave, and cert-manager's
+// Issuer and Certificate come before the operator that mounts their Secret.
+func TestTheCertManagerOverlayHasTheSameWaves(t *testing.T) {
+	root, err := repo.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := kustomizeBuild(t, filepath.Join(root, "config", "argocd", "operator-cert-manager"))
+	checkOperatorWaves(t, objs)
+	kinds := map[string]bool{}
+	for _, obj := range objs {
+		kinds[obj.GetKind()] = true
+	}
+	if !kinds["Certificate"] || !kinds["Issuer"] {
+		t.Errorf("the cert-manager overlay has no Certificate or Issuer: %v", kinds)
 	}
 }
 
