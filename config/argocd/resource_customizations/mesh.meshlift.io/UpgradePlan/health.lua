@@ -2,6 +2,7 @@
 -- libraries, so it runs from argocd-cm without useOpenLibs. docs/argocd.md explains each state.
 local hs = {}
 
+-- Argo CD runs each kind's script alone, so condition and explain are repeated in each of them.
 local function condition(conditionType)
   if obj.status == nil or obj.status.conditions == nil then
     return nil
