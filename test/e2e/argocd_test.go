@@ -633,9 +633,17 @@ func TestTheArgoCDConfigMapSnippetMergesAsTheDocsSay(t *testing.T) {
 	}
 	ctx := context.Background()
 	argo := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "argocd"}}}
-	if _, err := getLive(ctx, argo); err == nil {
-		t.Fatal("the cluster already has a namespace argocd; this test creates and deletes its own")
-	}
+	// A namespace argocd left by an earlier run of this test may still be terminating.
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		live, err := getLive(ctx, argo)
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		if err == nil && live.GetDeletionTimestamp() == nil {
+			t.Fatal("the cluster already has a namespace argocd; this test creates and deletes its own")
+		}
+		return false, fmt.Sprintf("namespace argocd is still there (%v)", err)
+	})
 	existing := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
 		"metadata": map[string]any{"name": "argocd-cm", "namespace": "argocd"}, "data": map[string]any{"url": "https://argocd.example.com"}}}
 	for _, obj := range []*unstructured.Unstructured{argo, existing} {
