@@ -191,16 +191,21 @@ func argoSync(t *testing.T, objs []*unstructured.Unstructured) {
 	}
 }
 
+// dynamicClient is made once, by the first resourceFor (the e2e tests do not run in parallel).
+var dynamicClient dynamic.Interface
+
 func resourceFor(obj *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
 	gvk := obj.GroupVersionKind()
 	mapping, err := k8s.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
 		return nil, fmt.Errorf("no resource for %s: %w", gvk, err)
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
+	if dynamicClient == nil {
+		if dynamicClient, err = dynamic.NewForConfig(cfg); err != nil {
+			return nil, err
+		}
 	}
+	dyn := dynamicClient
 	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
 		return dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace()), nil
 	}
