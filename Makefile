@@ -146,7 +146,7 @@ run: install ## Run the operator on this machine against the current kubeconfig.
 ##@ Local cluster and demo (run as root)
 
 .PHONY: demo
-demo: deploy ## Everything: cluster, images, operator, demo app, a live hot upgrade under traffic; then a summary.
+demo: deploy plugin ## Everything: cluster, images, operator, demo app, a live hot upgrade under traffic; then a summary.
 	$(call say,Installing the demo mesh: SidecarVersions proxy-v1 (default) and proxy-v2, namespace meshlift-demo, MeshService demo)
 	$(KUSTOMIZE) build config/demo/mesh | $(K) apply --server-side -f -
 	$(call say,Waiting until the injector answers (a server-side dry run of a demo pod gets the sidecar))
@@ -161,12 +161,17 @@ demo: deploy ## Everything: cluster, images, operator, demo app, a live hot upgr
 	  [ "$$($(K) -n meshlift-demo get meshservice demo -o jsonpath='{.status.pods.injected}/{.status.pods.ready}')" = 3/3 ] && break; sleep 1; \
 	done
 	$(call say,The demo app runs with its sidecars; now a live hot upgrade under traffic)
-	K="$(K)" hack/demo-upgrade.sh
+	PATH="$(LOCALBIN):$$PATH" K="$(K)" M="$(KUBECTL) meshlift --kubeconfig $(CLUSTER_KUBECONFIG)" hack/demo-upgrade.sh
 	@echo; $(K) get nodes -o wide; echo; $(K) -n meshlift-system get pods; echo; $(K) -n meshlift-demo get pods -o wide; \
 	echo; $(K) get sidecarversions; echo; $(K) -n meshlift-demo get meshservices,upgradeplans; echo
 	@echo "Meshlift demo is running."
 	@echo "  kubeconfig:   export KUBECONFIG=$(CLUSTER_KUBECONFIG)"
 	@echo "  kubectl:      $(KUBECTL) (or alias k='$(K)')"
+	@echo "  plugin:       export PATH=$(LOCALBIN):$(KUBE_BIN):\$$PATH   # kubectl-meshlift and kubectl on the PATH (and KUBECONFIG above)"
+	@echo "                kubectl meshlift status demo-upgrade -n meshlift-demo   # the upgrade you just watched"
+	@echo "                kubectl meshlift proxy-status -n meshlift-demo          # each pod's proxy: version, slot, certificate"
+	@echo "                kubectl meshlift get versions                           # which pods run which proxy version"
+	@echo "                kubectl meshlift check                                  # is the installation healthy?"
 	@echo "  try:          $(KUBECTL) -n meshlift-demo get meshservice demo -o yaml   # status: pods, version, conditions"
 	@echo "                $(KUBECTL) -n meshlift-demo scale deployment demo --replicas=5  # watch status.pods follow"
 	@echo "                $(KUBECTL) -n meshlift-system logs deploy/meshlift-controller-manager"
@@ -212,6 +217,24 @@ docker-build: ## Build the images with Docker (for machines that have a Docker e
 	docker build --build-arg CMD=./cmd/meshlift-proxy --build-arg VERSION=$(VERSION) -t meshlift/meshlift-proxy:$(IMAGE_TAG) .
 	docker build --build-arg CMD=./cmd/meshlift-idle --build-arg VERSION=$(VERSION) -t meshlift/meshlift-idle:$(IMAGE_TAG) .
 	docker build --build-arg CMD=./cmd/meshlift-demo --build-arg VERSION=$(VERSION) -t meshlift/meshlift-demo:$(IMAGE_TAG) .
+
+##@ kubectl plugin
+
+# Where plugin-dist writes the release archives and the krew manifest (meshlift.yaml).
+DIST ?= dist
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-meshlift (and its kubectl completion helper).
+	$(call say,Building bin/kubectl-meshlift and bin/kubectl_complete-meshlift)
+	go build -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/kubectl-meshlift ./cmd/kubectl-meshlift
+	install -m 0755 cmd/kubectl-meshlift/kubectl_complete-meshlift $(LOCALBIN)/kubectl_complete-meshlift
+
+.PHONY: plugin-dist
+plugin-dist: ## Build release archives for linux/darwin × amd64/arm64 and the krew manifest into dist/.
+	$(call say,Building kubectl-meshlift $(VERSION) for linux/darwin × amd64/arm64 into $(DIST))
+	go run ./hack/plugin-dist --version $(VERSION) --out $(DIST) --ldflags '-s -w $(LDFLAGS)'
+	$(call say,Verifying $(DIST)/meshlift.yaml against the archives it names)
+	go run ./hack/plugin-dist --verify $(DIST)
 
 ##@ Tools (built into bin/ from Go modules, cached)
 

@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
@@ -39,6 +40,7 @@ import (
 	"github.com/meshlift/meshlift/internal/identity"
 	"github.com/meshlift/meshlift/internal/identity/builtin"
 	"github.com/meshlift/meshlift/internal/identity/certmanager"
+	"github.com/meshlift/meshlift/internal/operatorpod"
 	"github.com/meshlift/meshlift/internal/podcache"
 	"github.com/meshlift/meshlift/internal/rollout"
 	"github.com/meshlift/meshlift/internal/sidecar"
@@ -214,6 +216,19 @@ func run(ctx context.Context, opts options) error {
 		}
 		if err := mgr.AddReadyzCheck("webhook-certificate", certs.Ready); err != nil {
 			return fmt.Errorf("failed to add readiness check: %w", err)
+		}
+	}
+
+	// kubectl meshlift version reads each replica's version from its Pod; outside a pod there
+	// is none to annotate.
+	if podName := os.Getenv("POD_NAME"); podName != "" {
+		if err := mgr.Add(&operatorpod.VersionPublisher{
+			Writer:  mgr.GetClient(),
+			Pod:     types.NamespacedName{Namespace: envOr("POD_NAMESPACE", opts.namespace), Name: podName},
+			Version: buildinfo.Version,
+			Log:     mgr.GetLogger().WithName("operator-pod"),
+		}); err != nil {
+			return fmt.Errorf("failed to add the operator version publisher to the manager: %w", err)
 		}
 	}
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The last act of `make demo`: a live hot upgrade of the demo app under steady traffic. It starts
 # the load pod (config/demo/upgrade/load.yaml), applies an UpgradePlan that moves the demo pods to
-# the SidecarVersion they do not run yet (proxy-v2, or back to proxy-v1 on the next run), prints
-# the plan's progress, then the load's summary: the number of failed requests should be 0.
+# the SidecarVersion they do not run yet (proxy-v2, or back to proxy-v1 on the next run), follows
+# the plan with `kubectl meshlift status -w`, then prints the load's summary: the number of failed
+# requests should be 0.
 #
-# Usage: K="kubectl --kubeconfig ..." hack/demo-upgrade.sh
+# Usage: K="kubectl --kubeconfig ..." M="kubectl meshlift --kubeconfig ..." hack/demo-upgrade.sh
+# (M needs kubectl-meshlift on the PATH: make plugin builds it into bin/.)
 set -euo pipefail
 K=${K:?set K to the kubectl command of the cluster}
+M=${M:?set M to the kubectl meshlift command of the cluster}
 ns=meshlift-demo
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -37,15 +40,10 @@ spec:
     progressDeadlineSeconds: 120
   failurePolicy: Rollback
 YAML
-last=""
-for _ in $(seq 300); do
-  line=$($K -n "$ns" get upgradeplan demo-upgrade -o jsonpath='{.status.phase} {.status.counts.updated}/{.status.counts.total} updated, {.status.counts.failed} failed {range .status.pods[*]}[{.pod}: {.phase}] {end}' 2>/dev/null || true)
-  if [ "$line" != "$last" ]; then echo "    $(date +%T) $line"; last=$line; fi
-  case "$line" in
-    "Succeeded "*|"Failed "*|"RolledBack "*) break ;;
-  esac
-  sleep 1
-done
+# Follow the plan with the kubectl plugin until it ends: on a terminal the screen is redrawn in
+# place, in a log one line per change. Its exit code says how the plan ended (0: Succeeded).
+plan_ok=1
+$M status demo-upgrade -n "$ns" -w --timeout 5m || plan_ok=0
 $K -n "$ns" get pods -l app=demo -o custom-columns='POD:.metadata.name,VERSION:.metadata.annotations.meshlift\.io/version,ACTIVE-SLOT:.metadata.annotations.meshlift\.io/active-slot,APP-RESTARTS:.status.containerStatuses[0].restartCount'
 
 say "Waiting for the traffic to finish"
@@ -55,9 +53,9 @@ for _ in $(seq 180); do
   sleep 1
 done
 $K -n "$ns" logs demo-load -c load | sed 's/^/    /'
-if [ "$phase" = Succeeded ]; then
+if [ "$phase" = Succeeded ] && [ "$plan_ok" = 1 ]; then
   say "Hot upgrade to $target done under traffic: 0 failed requests, no application restart"
 else
-  say "Requests failed during the upgrade (see above)"
+  say "The upgrade did not succeed or requests failed during it (see above)"
   exit 1
 fi

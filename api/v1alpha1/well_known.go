@@ -45,6 +45,18 @@ const (
 	// proxies, then restarts the pod's proxy, and removes these annotations with the exclusion.
 	AnnotationPrefixEDSAck = "eds-ack.meshlift.io/"
 
+	// AnnotationCertificateNotAfter is when the newest workload certificate the control plane
+	// sent one of the pod's proxies expires: its NotAfter in RFC 3339, UTC, whole seconds
+	// ("2026-01-02T15:04:05Z"). The control plane writes it after each issuance, coalesced per
+	// pod and rate-limited, so it may lag a rotation by seconds (by minutes when thousands of
+	// pods get certificates at once). kubectl meshlift proxy-status reads it.
+	AnnotationCertificateNotAfter = "meshlift.io/certificate-not-after"
+
+	// AnnotationOperatorVersion is the version the operator running in the pod was built as (the
+	// one it logs when it starts); each operator replica writes it on its own Pod when it starts.
+	// kubectl meshlift version reads it.
+	AnnotationOperatorVersion = "meshlift.io/operator-version"
+
 	// ReadinessGateProxyReady is the pod readiness gate the operator sets once the active proxy
 	// is ready (opt-in per MeshService).
 	ReadinessGateProxyReady = "meshlift.io/proxy-ready"

@@ -25,11 +25,11 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/meshlift/meshlift/internal/images"
+	"github.com/meshlift/meshlift/internal/repo"
 )
 
 // nonRootUser is the uid:gid every image runs as, the same as distroless's "nonroot" user, so
@@ -107,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	moduleRoot, err := findModuleRoot(ctx)
+	moduleRoot, err := repo.ModuleRoot(ctx)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			continue
 		}
-		_, _ = fmt.Fprintf(stdout, "%-9s %-36s %s %8s %s %s\n", img.name, result.ref, result.tarball, humanSize(result.size), result.digest, result.id)
+		_, _ = fmt.Fprintf(stdout, "%-9s %-36s %s %8s %s %s\n", img.name, result.ref, result.tarball, repo.HumanSize(result.size), result.digest, result.id)
 	}
 	if len(failures) > 0 {
 		return fmt.Errorf("%d of %d images failed:\n%w", len(failures), len(selected), errors.Join(failures...))
@@ -243,7 +243,7 @@ func goBuild(ctx context.Context, moduleRoot, pkg, binaryPath, version string) e
 	build.Stdout = &buildOutput
 	build.Stderr = &buildOutput
 	if err := build.Run(); err != nil {
-		return fmt.Errorf("%s failed: %w\n%s", commandLine(args), err, strings.TrimSpace(buildOutput.String()))
+		return fmt.Errorf("%s failed: %w\n%s", repo.GoCommandLine(args), err, strings.TrimSpace(buildOutput.String()))
 	}
 	return nil
 }
@@ -253,43 +253,5 @@ func goBuildArgs(pkg, binaryPath, version string) []string {
 		"build", "-trimpath",
 		"-ldflags", "-s -w -X github.com/meshlift/meshlift/internal/buildinfo.Version=" + version,
 		"-o", binaryPath, pkg,
-	}
-}
-
-// commandLine renders a go command so it can be pasted into a shell.
-func commandLine(args []string) string {
-	quoted := []string{"go"}
-	for _, arg := range args {
-		if strings.ContainsAny(arg, " \t\"'$") {
-			arg = strconv.Quote(arg)
-		}
-		quoted = append(quoted, arg)
-	}
-	return strings.Join(quoted, " ")
-}
-
-// findModuleRoot returns the directory of the main module, so the command works from any
-// directory inside the repository.
-func findModuleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("failed to find the module root with `go env GOMOD`: %w", err)
-	}
-	goMod := strings.TrimSpace(string(out))
-	if goMod == "" || goMod == os.DevNull {
-		return "", errors.New("not inside the Meshlift module: run from the repository")
-	}
-	return filepath.Dir(goMod), nil
-}
-
-// humanSize formats a byte count as the tools people compare it with do (1 MB = 10^6 bytes).
-func humanSize(size int64) string {
-	switch {
-	case size >= 1_000_000:
-		return fmt.Sprintf("%.1fMB", float64(size)/1e6)
-	case size >= 1_000:
-		return fmt.Sprintf("%.1fkB", float64(size)/1e3)
-	default:
-		return fmt.Sprintf("%dB", size)
 	}
 }

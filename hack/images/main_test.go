@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/meshlift/meshlift/internal/repo"
 )
 
 func TestImageTable(t *testing.T) {
@@ -227,7 +229,7 @@ func TestRunBuildsTheIdleImage(t *testing.T) {
 }
 
 func TestBuildImageSaysWhichImageFailedAndWhy(t *testing.T) {
-	moduleRoot, err := findModuleRoot(context.Background())
+	moduleRoot, err := repo.ModuleRoot(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,10 @@ var (
 		Name: "meshlift_control_plane_token_reviews_total",
 		Help: "Bearer tokens checked, by result: cached (verified earlier, not expired), authenticated, rejected or error (the API server could not be asked).",
 	}, []string{"result"})
+	certificateExpiryAnnotations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshlift_control_plane_certificate_expiry_annotations_total",
+		Help: "Pods looked at to record the expiry of the certificate their proxies were sent (meshlift.io/certificate-not-after), by result: patched, unchanged (the pod had it already), gone (the pod was deleted or replaced) or error (retried).",
+	}, []string{"result"})
 )
 
 // liveServers are the serving Servers, whose streams the leaf expiry gauge reads.
@@ -65,5 +69,5 @@ func (leafExpiryCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func init() {
-	metrics.Registry.MustRegister(certificatesIssued, refusals, activeStreams, timeToFirstCertificate, nacks, tokenReviews, leafExpiryCollector{})
+	metrics.Registry.MustRegister(certificatesIssued, refusals, activeStreams, timeToFirstCertificate, nacks, tokenReviews, certificateExpiryAnnotations, leafExpiryCollector{})
 }

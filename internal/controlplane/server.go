@@ -92,11 +92,14 @@ type Options struct {
 	TokenCacheSize int
 	// Clock schedules rotations and expires cached tokens (default the real clock).
 	Clock clock.Clock
+	// PodWriter patches pods: the expiry of the certificate each pod's proxies were sent last
+	// (meshv1alpha1.AnnotationCertificateNotAfter) and, with ReplicaName, drain
+	// acknowledgements. Nil: nothing is written on pods.
+	PodWriter client.Writer
 	// ReplicaName names this replica (its pod name) in the drain acknowledgements it writes on
-	// pods excluded from EDS (meshv1alpha1.EDSAckAnnotation) with PodWriter. Either empty: none
-	// are written.
+	// pods excluded from EDS (meshv1alpha1.EDSAckAnnotation) with PodWriter. Empty: none are
+	// written.
 	ReplicaName string
-	PodWriter   client.Writer
 }
 
 func (o *Options) defaults() error {
@@ -167,7 +170,8 @@ type Server struct {
 	authn    *authenticator
 	serving  *servingCertificate
 	index    *endpointIndex
-	drain    *drainAcker // nil without Options.ReplicaName
+	drain    *drainAcker      // nil without Options.ReplicaName
+	expiry   *expiryPublisher // nil without Options.PodWriter
 	shutdown chan struct{}
 	addr     atomic.Value // net.Addr once listening
 
@@ -192,6 +196,9 @@ func New(opts Options, reader client.Reader, reviewer TokenReviewer, holder *ide
 		shutdown: make(chan struct{}),
 		streams:  map[*stream]struct{}{},
 		byPod:    map[types.NamespacedName]map[*stream]struct{}{},
+	}
+	if opts.PodWriter != nil {
+		s.expiry = newExpiryPublisher(reader, opts.PodWriter, log)
 	}
 	if opts.ReplicaName != "" && opts.PodWriter != nil {
 		s.drain = newDrainAcker(s, reader, opts.PodWriter, opts.ReplicaName, log)
@@ -225,6 +232,9 @@ func (s *Server) Serve(ctx context.Context, listener net.Listener) error {
 	go s.index.run(ctx)
 	if s.drain != nil {
 		go s.drain.run(ctx)
+	}
+	if s.expiry != nil {
+		s.expiry.start(ctx) // before any stream can record
 	}
 
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.serving.getCertificate}

@@ -17,7 +17,7 @@ import (
 )
 
 // The server verifies tokens, reads pods and MeshServices from the cache and patches pods with
-// its drain acknowledgements.
+// its drain acknowledgements and their proxies' certificate expiry.
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=mesh.meshlift.io,resources=meshservices,verbs=get;list;watch
@@ -39,7 +39,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, holder *identity.Holder, opts 
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the TokenReview client: %w", err)
 	}
-	if opts.ReplicaName != "" && opts.PodWriter == nil {
+	if opts.PodWriter == nil {
 		opts.PodWriter = mgr.GetClient()
 	}
 	s, err := New(opts, mgr.GetCache(), authn.TokenReviews(), holder, mgr.GetLogger().WithName("control-plane"))

@@ -94,6 +94,8 @@ type stream struct {
 	rotation     clock.Timer
 	sentCert     bool
 	leafNotAfter atomic.Int64 // UnixNano
+	// recordedLeaf is the last leaf sent, which the pod's annotation is to show.
+	recordedLeaf *identity.Leaf
 	// sentBundle and ackedBundle are the fingerprints of the last trust bundle sent and the last
 	// one the caller acknowledged ("" for none); Server.TrustBundleAcknowledged reads them.
 	sentBundle  atomic.Value
@@ -130,6 +132,12 @@ type subscription struct {
 	ackedVersion string
 	// sentBundle is the fingerprint of the trust bundle in the last response ("" for none).
 	sentBundle string
+}
+
+// carriesLeaf reports whether the secrets of the subscription include the caller's certificate,
+// i.e. any but the trust bundle alone.
+func (sub *subscription) carriesLeaf() bool {
+	return sub.wildcard || slices.ContainsFunc(sub.names, func(name string) bool { return name != SecretRootCA })
 }
 
 func (s *Server) serveStream(gs discoveryStream, service string) error {
@@ -400,6 +408,11 @@ func (st *stream) push(ctx context.Context, typeURL string) error {
 		if !st.sentCert && st.leaf != nil {
 			st.sentCert = true
 			timeToFirstCertificate.Observe(st.srv.opts.Clock.Since(st.started).Seconds())
+		}
+		if st.leaf != nil && st.leaf != st.recordedLeaf && sub.carriesLeaf() {
+			// Only once sent: a leaf the caller never got must not be shown as its own.
+			st.recordedLeaf = st.leaf
+			st.srv.expiry.record(st.id.Pod, st.id.PodUID, st.leaf.NotAfter)
 		}
 	}
 	st.log.V(1).Info("Sent resources", "type", shortType(typeURL), "version", version, "nonce", nonce, "resources", len(resources))

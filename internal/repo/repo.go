@@ -2,9 +2,14 @@
 package repo
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // KubeVersion is the Kubernetes version built by hack/kube for envtest and the local cluster;
@@ -35,4 +40,42 @@ func Root() (string, error) {
 // KubeBinDir is where hack/kube's binaries are built.
 func KubeBinDir(root string) string {
 	return filepath.Join(root, "bin", "k8s", KubeVersion)
+}
+
+// ModuleRoot returns the directory of the main module (go env GOMOD), so the hack/ commands work
+// from any directory inside the repository.
+func ModuleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("failed to find the module root with `go env GOMOD`: %w", err)
+	}
+	goMod := strings.TrimSpace(string(out))
+	if goMod == "" || goMod == os.DevNull {
+		return "", errors.New("not inside the Meshlift module: run from the repository")
+	}
+	return filepath.Dir(goMod), nil
+}
+
+// GoCommandLine renders a go command (its arguments after "go") so it can be pasted into a shell.
+func GoCommandLine(args []string) string {
+	quoted := []string{"go"}
+	for _, arg := range args {
+		if strings.ContainsAny(arg, " \t\"'$") {
+			arg = strconv.Quote(arg)
+		}
+		quoted = append(quoted, arg)
+	}
+	return strings.Join(quoted, " ")
+}
+
+// HumanSize formats a byte count as the tools people compare it with do (1 MB = 10^6 bytes).
+func HumanSize(size int64) string {
+	switch {
+	case size >= 1_000_000:
+		return fmt.Sprintf("%.1fMB", float64(size)/1e6)
+	case size >= 1_000:
+		return fmt.Sprintf("%.1fkB", float64(size)/1e3)
+	default:
+		return fmt.Sprintf("%dB", size)
+	}
 }

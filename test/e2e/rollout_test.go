@@ -141,6 +141,13 @@ func (a *meshedApp) upgrade(t testing.TB, strategy meshv1alpha1.StrategyType, ed
 	if err := k8s.Create(context.Background(), plan); err != nil {
 		t.Fatal(err)
 	}
+	// Users follow a plan with the kubectl plugin: it must see it through to the end and exit
+	// with its outcome (a manual step pause counts as the end with --success-on-pause).
+	var followArgs []string
+	if want == meshv1alpha1.PhasePaused {
+		followArgs = append(followArgs, "--success-on-pause")
+	}
+	follower := followPlan(t, plan, followArgs...)
 	got := &meshv1alpha1.UpgradePlan{}
 	testenv.Eventually(t, 5*time.Minute, func(ctx context.Context) (bool, string) {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(plan), got); err != nil {
@@ -148,7 +155,9 @@ func (a *meshedApp) upgrade(t testing.TB, strategy meshv1alpha1.StrategyType, ed
 		}
 		return got.Status.Phase == want, fmt.Sprintf("plan %s %+v %v", got.Status.Phase, got.Status.Counts, got.Status.Pods)
 	})
-	return got, time.Since(started)
+	took := time.Since(started)
+	checkFollower(t, follower, want)
+	return got, took
 }
 
 // checkPods checks that every running demo pod runs version in slot (0: the single-slot check is
@@ -307,18 +316,29 @@ func TestSettingTheTargetBackWalksUpgradedPodsBack(t *testing.T) {
 	if plan.Status.Counts.Updated != 2 {
 		t.Fatalf("the first step stopped at %+v, want 2 updated", plan.Status.Counts)
 	}
-	patch := []byte(fmt.Sprintf(`{"spec":{"targetVersion":%q}}`, a.from.Name))
-	if err := k8s.Patch(context.Background(), plan, client.RawPatch("application/merge-patch+json", patch)); err != nil {
-		t.Fatal(err)
+	// The plan is paused after its step: rollback refuses (it is still in progress); abort sets
+	// the target back to where the pods came from, read from their records.
+	if out, code := runPlugin(t, "rollback", plan.Name, "-n", a.ns); code == 0 || !strings.Contains(out, "still in progress") {
+		t.Errorf("kubectl meshlift rollback of a paused plan exited %d: %s", code, out)
 	}
+	out, code := runPlugin(t, "abort", plan.Name, "-n", a.ns)
+	t.Logf("kubectl meshlift abort: %s", out)
+	if code != 0 || !strings.Contains(out, "set back from "+a.to.Name+" to "+a.from.Name) {
+		t.Fatalf("kubectl meshlift abort exited %d", code)
+	}
+	follower := followPlan(t, plan)
+	got := &meshv1alpha1.UpgradePlan{}
 	testenv.Eventually(t, 5*time.Minute, func(ctx context.Context) (bool, string) {
-		got := &meshv1alpha1.UpgradePlan{}
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(plan), got); err != nil {
 			return false, err.Error()
 		}
 		return got.Status.Phase == meshv1alpha1.PhaseRolledBack || got.Status.Phase == meshv1alpha1.PhaseSucceeded,
 			fmt.Sprintf("plan %s %+v %v", got.Status.Phase, got.Status.Counts, got.Status.Pods)
 	})
+	if got.Spec.TargetVersion != a.from.Name {
+		t.Errorf("after abort the plan targets %s, want %s", got.Spec.TargetVersion, a.from.Name)
+	}
+	checkFollower(t, follower, got.Status.Phase)
 	if r := loadResult(t, loader); r.Failed != 0 || r.OK == 0 {
 		t.Errorf("requests failed while pods walked back: %+v", r)
 	}
