@@ -321,14 +321,8 @@ func (r *UpgradePlanReconciler) writeStatus(ctx context.Context, plan *meshv1alp
 	if status.Phase != res.Phase {
 		r.Recorder.Eventf(plan, nil, corev1.EventTypeNormal, EventReasonPhaseChanged, "Plan", "%s: %s", res.Phase, res.Message)
 	}
-	now := metav1.NewTime(r.Clock.Now())
-	switch {
-	case res.Phase == meshv1alpha1.PhaseProgressing && status.StartTime == nil:
-		status.StartTime = &now
-		status.CompletionTime = nil
-	case res.Phase == meshv1alpha1.PhaseSucceeded && status.CompletionTime == nil:
-		status.CompletionTime = &now
-	}
+	start, completion := rollout.PlanTimes(status.Phase, res.Phase, timeOf(status.StartTime), timeOf(status.CompletionTime), r.Clock.Now())
+	status.StartTime, status.CompletionTime = metaTime(start), metaTime(completion)
 	status.Phase = res.Phase
 	status.ObservedGeneration = plan.Generation
 	status.Counts = res.Counts
@@ -448,4 +442,19 @@ func (r *UpgradePlanReconciler) plansIn(ctx context.Context, namespace string) [
 		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&plans.Items[i])})
 	}
 	return requests
+}
+
+func timeOf(t *metav1.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	return &t.Time
+}
+
+func metaTime(t *time.Time) *metav1.Time {
+	if t == nil {
+		return nil
+	}
+	mt := metav1.NewTime(*t)
+	return &mt
 }

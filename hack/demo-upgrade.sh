@@ -24,6 +24,9 @@ $K -n "$ns" wait --for=condition=Ready pod/demo-load --timeout=2m >/dev/null
 sleep 3
 
 say "Hot upgrade: UpgradePlan demo-upgrade moves the 3 demo pods from $current to $target, one pod at a time"
+# A new plan each run: changing the target of the last run's plan back to the version its pods
+# came from would be a rollback of that plan (it would end RolledBack), not an upgrade.
+$K -n "$ns" delete upgradeplan demo-upgrade --ignore-not-found --wait=true >/dev/null
 $K apply --server-side --force-conflicts -f - >/dev/null <<YAML
 apiVersion: mesh.meshlift.io/v1alpha1
 kind: UpgradePlan

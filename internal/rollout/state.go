@@ -250,3 +250,20 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// PlanTimes returns the plan's status.startTime and status.completionTime after a decision that
+// moves it from phase from to phase to at now. A plan starts when it first moves pods
+// (Progressing or RollingBack); one that had ended (Succeeded or RolledBack) and moves pods
+// again, because its target was changed, starts again, so its times describe the current target.
+// It completes when it Succeeds.
+func PlanTimes(from, to meshv1alpha1.UpgradePhase, start, completion *time.Time, now time.Time) (*time.Time, *time.Time) {
+	moving := to == meshv1alpha1.PhaseProgressing || to == meshv1alpha1.PhaseRollingBack
+	ended := from == meshv1alpha1.PhaseSucceeded || from == meshv1alpha1.PhaseRolledBack
+	switch {
+	case moving && (start == nil || ended):
+		return &now, nil
+	case to == meshv1alpha1.PhaseSucceeded && completion == nil:
+		return start, &now
+	}
+	return start, completion
+}

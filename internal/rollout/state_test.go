@@ -94,3 +94,36 @@ func TestEncodeStateRefusesWhatDecodeWouldReject(t *testing.T) {
 		t.Fatalf("got %v for nil, want ErrMalformedState", err)
 	}
 }
+
+func TestPlanTimesStartAgainWhenAnEndedPlanMovesPodsAgain(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 21, 0, 0, 0, time.UTC)
+	t1, now := t0.Add(time.Minute), t0.Add(10*time.Minute)
+	for _, tc := range []struct {
+		name                 string
+		from, to             meshv1alpha1.UpgradePhase
+		start, completion    *time.Time
+		wantStart, wantCompl *time.Time
+	}{
+		{"a new plan starts when it first moves pods", meshv1alpha1.PhasePending, meshv1alpha1.PhaseProgressing, nil, nil, &now, nil},
+		{"progress keeps the start", meshv1alpha1.PhaseProgressing, meshv1alpha1.PhaseProgressing, &t0, nil, &t0, nil},
+		{"a pause keeps it", meshv1alpha1.PhasePaused, meshv1alpha1.PhaseProgressing, &t0, nil, &t0, nil},
+		{"success completes it", meshv1alpha1.PhaseProgressing, meshv1alpha1.PhaseSucceeded, &t0, nil, &t0, &now},
+		{"success stays completed", meshv1alpha1.PhaseSucceeded, meshv1alpha1.PhaseSucceeded, &t0, &t1, &t0, &t1},
+		{"a new target after success starts again", meshv1alpha1.PhaseSucceeded, meshv1alpha1.PhaseProgressing, &t0, &t1, &now, nil},
+		{"a target set back after success starts again", meshv1alpha1.PhaseSucceeded, meshv1alpha1.PhaseRollingBack, &t0, &t1, &now, nil},
+		{"a new target after a rollback starts again", meshv1alpha1.PhaseRolledBack, meshv1alpha1.PhaseProgressing, &t0, nil, &now, nil},
+		{"an abort in flight keeps the start", meshv1alpha1.PhaseProgressing, meshv1alpha1.PhaseRollingBack, &t0, nil, &t0, nil},
+		{"a failed plan that goes on keeps it", meshv1alpha1.PhaseFailed, meshv1alpha1.PhaseProgressing, &t0, nil, &t0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start, completion := rollout.PlanTimes(tc.from, tc.to, tc.start, tc.completion, now)
+			if !sameTime(start, tc.wantStart) || !sameTime(completion, tc.wantCompl) {
+				t.Errorf("PlanTimes = %v, %v; want %v, %v", start, completion, tc.wantStart, tc.wantCompl)
+			}
+		})
+	}
+}
+
+func sameTime(a, b *time.Time) bool {
+	return (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
+}

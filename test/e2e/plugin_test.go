@@ -20,6 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/sidecar"
+	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
@@ -168,6 +170,7 @@ func TestCheckPassesAndSaysWhenTheOperatorIsDown(t *testing.T) {
 	t.Cleanup(func() {
 		if !restored {
 			scale(replicas)
+			waitForTheInjector(t)
 		}
 	})
 	scale(0)
@@ -196,6 +199,32 @@ func TestCheckPassesAndSaysWhenTheOperatorIsDown(t *testing.T) {
 	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
 		out, code := runPlugin(t, "check")
 		return code == 0, out
+	})
+	// The tests after this one create pods: the injector fails open, so a pod created before the
+	// API server can reach it again would run without a sidecar.
+	waitForTheInjector(t)
+}
+
+// waitForTheInjector waits until the API server calls the injector again: a server-side dry run
+// of a pod that a MeshService selects comes back with the sidecar.
+func waitForTheInjector(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	ns := createNamespace(t, "e2e-injector-up")
+	version := idleOnlyVersion(ns + "-proxy")
+	if err := k8s.Create(ctx, version); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), version) })
+	if err := k8s.Create(ctx, gen.MeshService("web", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
+		pod := webPodIn(ns)
+		if err := k8s.Create(ctx, pod, client.DryRunAll); err != nil {
+			return false, err.Error()
+		}
+		return sidecar.IsInjected(pod), "a dry-run pod is not injected yet"
 	})
 }
 

@@ -220,7 +220,7 @@ func BuildStatus(in StatusInput) PlanStatus {
 		start := t.UTC()
 		s.StartTime = &start
 		end := in.Now
-		if c := plan.Status.CompletionTime; c != nil {
+		if c := plan.Status.CompletionTime; c != nil && plan.Status.Phase == meshv1alpha1.PhaseSucceeded {
 			done := c.UTC()
 			s.CompletionTime = &done
 			end = done
@@ -234,7 +234,7 @@ func BuildStatus(in StatusInput) PlanStatus {
 				}
 			}
 		}
-		s.ElapsedSeconds = int64(max(end.Sub(start), 0) / time.Second)
+		s.ElapsedSeconds = int64(max(end.Sub(start), 0).Round(time.Second) / time.Second)
 		// The pace so far: elapsed time per updated pod, applied to the pods left. Pods that
 		// already ran the target when the plan started make it optimistic; it is an estimate.
 		left := s.Progress.Total - s.Progress.Updated
@@ -386,7 +386,10 @@ func RenderStatus(s PlanStatus, now time.Time, o Options) string {
 	}
 	field("Pods", fmt.Sprintf("%d ready, %s, %d in flight", s.Progress.Ready, failed, s.Progress.InFlight))
 	if s.StartTime != nil {
-		timing := fmt.Sprintf("%s (%s ago), elapsed %s", s.StartTime.Format("15:04:05"), Duration(now.Sub(*s.StartTime)), Duration(time.Duration(s.ElapsedSeconds)*time.Second))
+		timing := fmt.Sprintf("%s, %s ago", s.StartTime.Format("15:04:05"), Duration(time.Duration(s.ElapsedSeconds)*time.Second))
+		if s.Done {
+			timing = fmt.Sprintf("%s, took %s", s.StartTime.Format("15:04:05"), Duration(time.Duration(s.ElapsedSeconds)*time.Second))
+		}
 		if s.RemainingSeconds != nil {
 			timing += fmt.Sprintf(", about %s left", Duration(time.Duration(*s.RemainingSeconds)*time.Second))
 		}

@@ -263,12 +263,14 @@ type ProxyRow struct {
 	Upgrade string `json:"upgrade,omitempty"`
 }
 
-// ProxyRows builds the rows of `proxy-status` for the injected pods among pods.
+// ProxyRows builds the rows of `proxy-status` for the injected pods among pods that have not
+// ended.
 func ProxyRows(pods []corev1.Pod, upgradePhase func(*corev1.Pod) string) []ProxyRow {
 	rows := make([]ProxyRow, 0, len(pods))
 	for i := range pods {
 		pod := &pods[i]
-		if !sidecar.IsInjected(pod) {
+		// Pods that ended (a finished Job's, say) have no proxy running any more.
+		if !sidecar.IsInjected(pod) || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			continue
 		}
 		r := ProxyRow{Namespace: pod.Namespace, Pod: pod.Name, Version: sidecar.Version(pod), ActiveSlot: sidecar.ActiveSlot(pod),

@@ -321,6 +321,9 @@ func TestTables(t *testing.T) {
 		proxyPod("demo-7d9c6b5f4-p9w1c", "proxy-v1", "1", true, "", false),
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "meshlift-demo", Name: "not-meshed"}},
 	}
+	finished := proxyPod("load-done", "proxy-v1", "1", false, "", false)
+	finished.Status.Phase = corev1.PodSucceeded
+	pods = append(pods, finished)
 	for _, width := range []int{80, 140} {
 		for _, color := range []bool{false, true} {
 			o := Options{Color: color, Width: width}
