@@ -76,6 +76,9 @@ func runGet(ctx context.Context, env *Env, what string, o *listOptions) error {
 		if o.output != "" {
 			return printStructured(env, o.output, rows)
 		}
+		if len(rows) == 0 && !o.allNamespaces {
+			return noneIn(env, "UpgradePlans")
+		}
 		_, err = fmt.Fprint(env.out(), view.RenderPlans(rows, o.allNamespaces, now, vo))
 	case "versions", "version", "sidecarversions", "sidecarversion", "sv":
 		var versions meshv1alpha1.SidecarVersionList
@@ -101,6 +104,9 @@ func runGet(ctx context.Context, env *Env, what string, o *listOptions) error {
 		rows := view.MeshServices(list.Items)
 		if o.output != "" {
 			return printStructured(env, o.output, rows)
+		}
+		if len(rows) == 0 && !o.allNamespaces {
+			return noneIn(env, "MeshServices")
 		}
 		_, err = fmt.Fprint(env.out(), view.RenderMeshServices(rows, o.allNamespaces, now, vo))
 	default:
@@ -188,6 +194,9 @@ func runProxyStatus(ctx context.Context, env *Env, args []string, o *proxyStatus
 	if o.output != "" {
 		return printStructured(env, o.output, rows)
 	}
+	if len(rows) == 0 && ns != "" {
+		return noneIn(env, "meshed pods")
+	}
 	_, err = fmt.Fprint(env.out(), view.RenderProxies(rows, o.allNamespaces && len(args) == 0, env.now(), env.viewOptions()))
 	return err
 }
@@ -207,4 +216,14 @@ func upgradePhase(pod *corev1.Pod) string {
 		return ""
 	}
 	return fmt.Sprintf("%s (%s->%s)", s.Phase, s.From, s.To)
+}
+
+// noneIn says that the namespace has none of what was listed, and how to look everywhere.
+func noneIn(env *Env, what string) error {
+	ns, err := env.namespace()
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(env.out(), "No %s found in namespace %s (-A lists every namespace).\n", what, ns)
+	return err
 }
