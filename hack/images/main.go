@@ -20,13 +20,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/meshlift/meshlift/internal/images"
 	"github.com/meshlift/meshlift/internal/repo"
@@ -77,26 +75,10 @@ type options struct {
 	names []string
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "images: %v\n", err)
-		os.Exit(1)
-	}
-}
+func main() { repo.Main("images", run) }
 
 // validTag is the grammar of an image tag (OCI distribution spec).
 var validTag = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-
-// errUsage marks errors in the command line; flag parsing has already printed them.
-var errUsage = errors.New("usage error")
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts, err := parseOptions(args, stderr)
@@ -153,7 +135,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return options{}, err
 		}
-		return options{}, errUsage
+		return options{}, repo.ErrUsage
 	}
 	opts.names = fs.Args()
 	if !validTag.MatchString(opts.tag) {

@@ -110,7 +110,7 @@ func TestParseOptions(t *testing.T) {
 		{name: "a tag starting with a dot is refused", args: []string{"--tag", ".hidden"}, wantErr: `invalid --tag ".hidden"`},
 		{name: "an empty tag is refused", args: []string{"--tag", ""}, wantErr: `invalid --tag ""`},
 		{name: "an empty output directory is refused", args: []string{"--out", ""}, wantErr: "--out must not be empty"},
-		{name: "an undefined flag is a usage error", args: []string{"--push"}, wantErr: errUsage.Error()},
+		{name: "an undefined flag is a usage error", args: []string{"--push"}, wantErr: repo.ErrUsage.Error()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

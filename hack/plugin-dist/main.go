@@ -26,10 +26,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/meshlift/meshlift/internal/krew"
 	"github.com/meshlift/meshlift/internal/repo"
@@ -51,23 +49,7 @@ type options struct {
 	verify  string
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "plugin-dist: %v\n", err)
-		os.Exit(1)
-	}
-}
-
-// errUsage marks errors in the command line; flag parsing has already printed them.
-var errUsage = errors.New("usage error")
+func main() { repo.Main("plugin-dist", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts, err := parseOptions(args, stderr)
@@ -102,7 +84,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return options{}, err
 		}
-		return options{}, errUsage
+		return options{}, repo.ErrUsage
 	}
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected arguments %q", fs.Args())

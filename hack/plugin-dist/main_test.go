@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/meshlift/meshlift/internal/krew"
+	"github.com/meshlift/meshlift/internal/repo"
 )
 
 func TestParseOptions(t *testing.T) {
@@ -41,7 +42,7 @@ func TestParseOptions(t *testing.T) {
 		{name: "building needs a version", args: []string{"--out", "dist"}, wantErr: "--version is required"},
 		{name: "a version with a slash is refused", args: []string{"--version", "release/1"}, wantErr: `invalid version "release/1"`},
 		{name: "stray arguments are refused", args: []string{"--version", "v1.0.0", "extra"}, wantErr: `unexpected arguments ["extra"]`},
-		{name: "an unknown flag is a usage error", args: []string{"--tag", "v1"}, wantErrIs: errUsage},
+		{name: "an unknown flag is a usage error", args: []string{"--tag", "v1"}, wantErrIs: repo.ErrUsage},
 		{name: "help is not an error", args: []string{"-h"}, wantErrIs: flag.ErrHelp},
 	}
 	for _, tt := range tests {

@@ -331,3 +331,36 @@ func (s *podStore) annotation(key types.NamespacedName) string {
 	defer s.mu.Unlock()
 	return s.pods[key].Annotations[meshv1alpha1.AnnotationCertificateNotAfter]
 }
+
+// TestTheControlPlaneIgnoresItsOwnExpiryRecords: the pod update an expiry patch causes does not
+// recompute endpoints; any other change does.
+func TestTheControlPlaneIgnoresItsOwnExpiryRecords(t *testing.T) {
+	base := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", ResourceVersion: "1",
+		Annotations: map[string]string{meshv1alpha1.AnnotationMeshService: "web"}}}
+	recorded := base.DeepCopy()
+	recorded.ResourceVersion = "2"
+	recorded.Annotations[meshv1alpha1.AnnotationCertificateNotAfter] = "2026-12-07T21:00:00Z"
+	rotated := recorded.DeepCopy()
+	rotated.Annotations[meshv1alpha1.AnnotationCertificateNotAfter] = "2026-12-08T09:00:00Z"
+	alsoReady := rotated.DeepCopy()
+	alsoReady.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	alsoExcluded := rotated.DeepCopy()
+	alsoExcluded.Annotations[meshv1alpha1.AnnotationEDSExcluded] = "true"
+	removed := base.DeepCopy()
+	for _, tc := range []struct {
+		name       string
+		old, new   *corev1.Pod
+		onlyExpiry bool
+	}{
+		{"the first record", base, recorded, true},
+		{"a rotation's record", recorded, rotated, true},
+		{"a record and a readiness change", recorded, alsoReady, false},
+		{"a record and an EDS exclusion", recorded, alsoExcluded, false},
+		{"the record removed", recorded, removed, false},
+		{"no change of the record", recorded, recorded, false},
+	} {
+		if got := onlyCertificateExpiryChanged(tc.old, tc.new); got != tc.onlyExpiry {
+			t.Errorf("%s: onlyCertificateExpiryChanged = %v, want %v", tc.name, got, tc.onlyExpiry)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	authenticationv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/client-go/rest"
@@ -74,6 +75,9 @@ func (s *Server) PodEventHandler() toolscache.ResourceEventHandler {
 	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { s.podChanged(obj, false) },
 		UpdateFunc: func(oldObj, newObj any) {
+			if onlyCertificateExpiryChanged(oldObj, newObj) {
+				return // our own record of a certificate: endpoints and drains are unchanged
+			}
 			s.notifyPod(oldObj)
 			s.podChanged(newObj, false)
 		},
@@ -126,4 +130,27 @@ func (s *Server) MeshServiceEventHandler() toolscache.ResourceEventHandler {
 		UpdateFunc: func(_, newObj any) { changed(newObj) },
 		DeleteFunc: changed,
 	}
+}
+
+// onlyCertificateExpiryChanged reports whether a pod update changed nothing but the
+// meshlift.io/certificate-not-after annotation the control plane itself writes at every
+// certificate (and the metadata every write changes), so it need not recompute endpoints.
+func onlyCertificateExpiryChanged(oldObj, newObj any) bool {
+	before, ok1 := oldObj.(*corev1.Pod)
+	after, ok2 := newObj.(*corev1.Pod)
+	if !ok1 || !ok2 {
+		return false
+	}
+	key := meshv1alpha1.AnnotationCertificateNotAfter
+	if before.Annotations[key] == after.Annotations[key] || len(before.Annotations) > len(after.Annotations) {
+		return false
+	}
+	for k, v := range after.Annotations {
+		if old, ok := before.Annotations[k]; k != key && (!ok || old != v) {
+			return false
+		}
+	}
+	return before.Generation == after.Generation && before.DeletionTimestamp.Equal(after.DeletionTimestamp) &&
+		equality.Semantic.DeepEqual(before.Labels, after.Labels) &&
+		equality.Semantic.DeepEqual(before.Spec, after.Spec) && equality.Semantic.DeepEqual(before.Status, after.Status)
 }

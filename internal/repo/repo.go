@@ -4,12 +4,16 @@ package repo
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // KubeVersion is the Kubernetes version built by hack/kube for envtest and the local cluster;
@@ -77,5 +81,25 @@ func HumanSize(size int64) string {
 		return fmt.Sprintf("%.1fkB", float64(size)/1e3)
 	default:
 		return fmt.Sprintf("%dB", size)
+	}
+}
+
+// ErrUsage marks an error in the command line of a hack/ command: flag parsing has printed it.
+var ErrUsage = errors.New("usage error")
+
+// Main runs the hack/ command name: run with the arguments until it returns or a signal cancels
+// it, then exits 0 (also after -help), 2 on ErrUsage, or 1 with the error on stderr.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, ErrUsage):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
@@ -32,15 +33,7 @@ func TestTheInClusterInjectorServesWithItsOwnCertificates(t *testing.T) {
 		}
 		return true, ""
 	})
-	ns := createNamespace(t, "e2e-inject")
-	version := idleOnlyVersion(ns + "-proxy")
-	if err := k8s.Create(ctx, version); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), version) })
-	if err := k8s.Create(ctx, gen.MeshService("web", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))); err != nil {
-		t.Fatal(err)
-	}
+	ns, version := webMeshService(t, "e2e-inject")
 	// A dry run goes through admission (and the injector) without creating the pod.
 	testenv.Eventually(t, time.Minute, func(ctx context.Context) (bool, string) {
 		pod := webPodIn(ns)
@@ -71,6 +64,23 @@ func TestTheInClusterInjectorServesWithItsOwnCertificates(t *testing.T) {
 	if sidecar.IsInjected(pod) {
 		t.Error("a kube-system pod was injected")
 	}
+}
+
+// webMeshService creates a namespace with a SidecarVersion of the idle image and a MeshService
+// web that selects the pods webPodIn makes.
+func webMeshService(t testing.TB, prefix string) (string, *meshv1alpha1.SidecarVersion) {
+	t.Helper()
+	ctx := context.Background()
+	ns := createNamespace(t, prefix)
+	version := idleOnlyVersion(ns + "-proxy")
+	if err := k8s.Create(ctx, version); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), version) })
+	if err := k8s.Create(ctx, gen.MeshService("web", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))); err != nil {
+		t.Fatal(err)
+	}
+	return ns, version
 }
 
 func webPodIn(ns string) *corev1.Pod {

@@ -21,7 +21,6 @@ import (
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/sidecar"
-	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
@@ -209,16 +208,7 @@ func TestCheckPassesAndSaysWhenTheOperatorIsDown(t *testing.T) {
 // of a pod that a MeshService selects comes back with the sidecar.
 func waitForTheInjector(t testing.TB) {
 	t.Helper()
-	ctx := context.Background()
-	ns := createNamespace(t, "e2e-injector-up")
-	version := idleOnlyVersion(ns + "-proxy")
-	if err := k8s.Create(ctx, version); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), version) })
-	if err := k8s.Create(ctx, gen.MeshService("web", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))); err != nil {
-		t.Fatal(err)
-	}
+	ns, _ := webMeshService(t, "e2e-injector-up")
 	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
 		pod := webPodIn(ns)
 		if err := k8s.Create(ctx, pod, client.DryRunAll); err != nil {

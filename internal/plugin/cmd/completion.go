@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -10,8 +11,9 @@ import (
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 )
 
-// completePlans completes the first argument with the UpgradePlans of the namespace.
-func completePlans(env *Env) cobra.CompletionFunc {
+// completeFirst completes the first argument with the names (and a description after a tab)
+// that list returns for the namespace.
+func completeFirst(env *Env, list func(ctx context.Context, c client.Client, ns string) ([]string, error)) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
@@ -24,44 +26,48 @@ func completePlans(env *Env) cobra.CompletionFunc {
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		var list meshv1alpha1.UpgradePlanList
-		if err := c.List(cmd.Context(), &list, client.InNamespace(ns)); err != nil {
+		candidates, err := list(cmd.Context(), c, ns)
+		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		var names []string
-		for _, p := range list.Items {
-			if strings.HasPrefix(p.Name, toComplete) {
-				names = append(names, p.Name+"\t"+p.Spec.TargetVersion+" "+string(p.Status.Phase))
+		var out []string
+		for _, candidate := range candidates {
+			if strings.HasPrefix(candidate, toComplete) {
+				out = append(out, candidate)
 			}
 		}
-		return names, cobra.ShellCompDirectiveNoFileComp
+		return out, cobra.ShellCompDirectiveNoFileComp
 	}
 }
 
-// completePods completes the first argument with the meshed pods of the namespace.
+// completePlans completes the UpgradePlans of the namespace.
+func completePlans(env *Env) cobra.CompletionFunc {
+	return completeFirst(env, func(ctx context.Context, c client.Client, ns string) ([]string, error) {
+		var list meshv1alpha1.UpgradePlanList
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return nil, err
+		}
+		names := make([]string, 0, len(list.Items))
+		for _, p := range list.Items {
+			names = append(names, p.Name+"\t"+p.Spec.TargetVersion+" "+string(p.Status.Phase))
+		}
+		return names, nil
+	})
+}
+
+// completePods completes the meshed pods of the namespace.
 func completePods(env *Env) cobra.CompletionFunc {
-	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		if len(args) > 0 {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		c, err := env.client()
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		ns, err := env.namespace()
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
+	return completeFirst(env, func(ctx context.Context, c client.Client, ns string) ([]string, error) {
 		var list corev1.PodList
-		if err := c.List(cmd.Context(), &list, client.InNamespace(ns)); err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return nil, err
 		}
 		var names []string
 		for _, p := range list.Items {
-			if v := p.Annotations[meshv1alpha1.AnnotationVersion]; v != "" && strings.HasPrefix(p.Name, toComplete) {
+			if v := p.Annotations[meshv1alpha1.AnnotationVersion]; v != "" {
 				names = append(names, p.Name+"\t"+v)
 			}
 		}
-		return names, cobra.ShellCompDirectiveNoFileComp
-	}
+		return names, nil
+	})
 }

@@ -74,18 +74,11 @@ func newGestureCommands(env *Env) []*cobra.Command {
 }
 
 func runGesture(ctx context.Context, env *Env, g gestureSpec, name, to string) error {
-	c, err := env.client()
+	c, plan, err := env.plan(ctx, name)
 	if err != nil {
 		return err
 	}
-	ns, err := env.namespace()
-	if err != nil {
-		return err
-	}
-	plan, err := getPlan(ctx, c, ns, name)
-	if err != nil {
-		return err
-	}
+	ns := plan.Namespace
 	var records []rollout.PodState
 	if g.needsRecords {
 		if records, err = podRecords(ctx, c, ns, name); err != nil {

@@ -104,6 +104,23 @@ func printStructured(env *Env, output string, v any) error {
 	return checkOutput(output)
 }
 
+// plan reads the UpgradePlan name of the namespace of the command line, with the client.
+func (e *Env) plan(ctx context.Context, name string) (client.WithWatch, *meshv1alpha1.UpgradePlan, error) {
+	c, err := e.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	ns, err := e.namespace()
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := getPlan(ctx, c, ns, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, plan, nil
+}
+
 func getPlan(ctx context.Context, c client.Client, namespace, name string) (*meshv1alpha1.UpgradePlan, error) {
 	plan := &meshv1alpha1.UpgradePlan{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, plan); err != nil {
@@ -152,15 +169,7 @@ func runStatus(ctx context.Context, env *Env, name string, o *statusOptions) err
 	if err := checkOutput(o.output); err != nil {
 		return err
 	}
-	c, err := env.client()
-	if err != nil {
-		return err
-	}
-	ns, err := env.namespace()
-	if err != nil {
-		return err
-	}
-	plan, err := getPlan(ctx, c, ns, name)
+	c, plan, err := env.plan(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -413,10 +413,11 @@ func RenderStatus(s PlanStatus, now time.Time, o Options) string {
 		// On a narrow terminal the reasons go under the table, wrapped, instead of a column cut
 		// to a few characters.
 		wide := width >= 120
-		t := table{header: []string{"POD", o.pick("FROM → TO", "FROM -> TO"), "SLOT", "PHASE", "FOR"}}
+		header := []string{"POD", o.pick("FROM → TO", "FROM -> TO"), "SLOT", "PHASE", "FOR"}
 		if wide {
-			t.header = append(t.header, "REASON")
+			header = append(header, "REASON")
 		}
+		t := newTable(false, header...)
 		arrow := o.pick(" → ", " -> ")
 		shown := s.Pods[:min(len(s.Pods), o.MaxRows())]
 		var reasons []string
@@ -435,9 +436,9 @@ func RenderStatus(s PlanStatus, now time.Time, o Options) string {
 			} else if p.Reason != "" {
 				reasons = append(reasons, wrap(p.Pod+": "+p.Reason, width, 0, "  "))
 			}
-			t.addColored([]string{"", "", "", podTone(p.Phase).color()}, cells...)
+			t.row("", []string{"", "", "", podTone(p.Phase).color()}, cells...)
 		}
-		t.render(&b, o, width)
+		b.WriteString(t.String(o, width))
 		for _, r := range reasons {
 			b.WriteString(r + "\n")
 		}

@@ -183,13 +183,37 @@ func Duration(d time.Duration) string {
 // cut to fit width (when width > 0); earlier columns are never cut, so narrow terminals lose the
 // tail of free text (reasons, messages) first.
 type table struct {
-	header []string
-	rows   [][]string
+	// namespaced tables start with a NAMESPACE column (-A).
+	namespaced bool
+	header     []string
+	rows       [][]string
 	// colors per cell, parallel to rows (optional).
 	colors [][]string
 }
 
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+// newTable is a table with these columns, after a NAMESPACE column when namespaced.
+func newTable(namespaced bool, header ...string) *table {
+	if namespaced {
+		header = append([]string{"NAMESPACE"}, header...)
+	}
+	return &table{namespaced: namespaced, header: header}
+}
+
+// row adds a row of an object in namespace ns (shown when the table is namespaced).
+func (t *table) row(ns string, colors []string, cells ...string) {
+	if t.namespaced {
+		cells = append([]string{ns}, cells...)
+		colors = append([]string{""}, colors...)
+	}
+	t.addColored(colors, cells...)
+}
+
+// String renders the table; width > 0 cuts the last column to fit.
+func (t *table) String(o Options, width int) string {
+	var b strings.Builder
+	t.render(&b, o, width)
+	return b.String()
+}
 
 func (t *table) addColored(colors []string, cells ...string) {
 	for len(t.colors) < len(t.rows) {

@@ -48,10 +48,7 @@ func RenderPlans(rows []PlanRow, allNamespaces bool, now time.Time, o Options) s
 	if len(rows) == 0 {
 		return "No UpgradePlans found.\n"
 	}
-	t := table{header: []string{"NAME", "TARGET", "STRATEGY", "PHASE", "PROGRESS", "FAILED", "STEP", "AGE"}}
-	if allNamespaces {
-		t.header = append([]string{"NAMESPACE"}, t.header...)
-	}
+	t := newTable(allNamespaces, "NAME", "TARGET", "STRATEGY", "PHASE", "PROGRESS", "FAILED", "STEP", "AGE")
 	for _, r := range rows {
 		phase := r.Phase
 		if r.Paused && phase != string(meshv1alpha1.PhasePaused) {
@@ -60,16 +57,9 @@ func RenderPlans(rows []PlanRow, allNamespaces bool, now time.Time, o Options) s
 		cells := []string{r.Name, r.Target, r.Strategy, phase,
 			fmt.Sprintf("%d/%d", r.Progress.Updated, r.Progress.Total), fmt.Sprint(r.Progress.Failed),
 			fmt.Sprintf("%d/%d", r.Step, r.Steps), age(r.Created, now)}
-		colors := []string{"", "", "", phaseTone(r.Phase).color()}
-		if allNamespaces {
-			cells = append([]string{r.Namespace}, cells...)
-			colors = append([]string{""}, colors...)
-		}
-		t.addColored(colors, cells...)
+		t.row(r.Namespace, []string{"", "", "", phaseTone(r.Phase).color()}, cells...)
 	}
-	var b strings.Builder
-	t.render(&b, o, 0)
-	return b.String()
+	return t.String(o, 0)
 }
 
 // VersionRow is one line of `get versions`.
@@ -131,10 +121,11 @@ func RenderVersions(rows []VersionRow, o Options) string {
 	// Narrow terminals get the columns that answer "where does this version run"; wide ones
 	// also the image and the handoff protocol. Tables are never cut: a long WHERE wraps.
 	wide := o.width() >= 120
-	t := table{header: []string{"NAME", "VERSION", "DEFAULT", "PODS", "READY", "WHERE (* = drift: pods should move)"}}
+	header := []string{"NAME", "VERSION", "DEFAULT", "PODS", "READY", "WHERE (* = drift: pods should move)"}
 	if wide {
-		t.header = slices.Insert(t.header, 2, "IMAGE", "HOT-UPGRADE")
+		header = slices.Insert(header, 2, "IMAGE", "HOT-UPGRADE")
 	}
+	t := newTable(false, header...)
 	for _, r := range rows {
 		def := ""
 		if r.Default {
@@ -158,11 +149,9 @@ func RenderVersions(rows []VersionRow, o Options) string {
 			cells = slices.Insert(cells, 2, r.Image, cmp.Or(r.HotUpgrade, "-"))
 			colors = slices.Insert(colors, 2, "", "")
 		}
-		t.addColored(colors, cells...)
+		t.row("", colors, cells...)
 	}
-	var b strings.Builder
-	t.render(&b, o, 0)
-	return b.String()
+	return t.String(o, 0)
 }
 
 // MeshServiceRow is one line of `get meshservices`.
@@ -209,10 +198,7 @@ func RenderMeshServices(rows []MeshServiceRow, allNamespaces bool, now time.Time
 	if len(rows) == 0 {
 		return "No MeshServices found.\n"
 	}
-	t := table{header: []string{"NAME", "VERSION", "PODS BY VERSION", "READY", "MTLS", "STATUS", "AGE"}}
-	if allNamespaces {
-		t.header = append([]string{"NAMESPACE"}, t.header...)
-	}
+	t := newTable(allNamespaces, "NAME", "VERSION", "PODS BY VERSION", "READY", "MTLS", "STATUS", "AGE")
 	for _, r := range rows {
 		byVersion := make([]string, 0, len(r.ByVersion))
 		for _, v := range r.ByVersion {
@@ -231,16 +217,9 @@ func RenderMeshServices(rows []MeshServiceRow, allNamespaces bool, now time.Time
 		}
 		cells := []string{r.Name, cmp.Or(r.CurrentVersion, "-"), cmp.Or(strings.Join(byVersion, " "), "-"),
 			fmt.Sprintf("%d/%d", r.Ready, r.Matched), r.MTLS, cmp.Or(r.Status, "-"), age(r.Created, now)}
-		colors := []string{"", "", "", readyColor, "", statusColor}
-		if allNamespaces {
-			cells = append([]string{r.Namespace}, cells...)
-			colors = append([]string{""}, colors...)
-		}
-		t.addColored(colors, cells...)
+		t.row(r.Namespace, []string{"", "", "", readyColor, "", statusColor}, cells...)
 	}
-	var b strings.Builder
-	t.render(&b, o, 0)
-	return b.String()
+	return t.String(o, 0)
 }
 
 // ProxyRow is one line of `proxy-status`.
@@ -314,14 +293,11 @@ func RenderProxies(rows []ProxyRow, allNamespaces bool, now time.Time, o Options
 		return "No meshed pods found.\n"
 	}
 	wide := o.width() >= 120
-	t := table{header: []string{"POD", "VERSION", "SLOT", "READY", "CERT EXPIRES", "EDS", "UPGRADE"}}
+	header := []string{"POD", "VERSION", "SLOT", "READY", "CERT EXPIRES", "EDS", "UPGRADE"}
 	if wide {
-		t.header = slices.Insert(t.header, 3, "IMAGE")
-		t.header = append(t.header, "IDLE IMAGE")
+		header = append(slices.Insert(header, 3, "IMAGE"), "IDLE IMAGE")
 	}
-	if allNamespaces {
-		t.header = append([]string{"NAMESPACE"}, t.header...)
-	}
+	t := newTable(allNamespaces, header...)
 	for _, r := range rows {
 		ready, readyColor := o.pick("✔", "yes"), ansiGreen
 		if !r.Ready {
@@ -354,15 +330,9 @@ func RenderProxies(rows []ProxyRow, allNamespaces bool, now time.Time, o Options
 			colors = slices.Insert(colors, 3, "")
 			cells = append(cells, cmp.Or(r.IdleImage, "-"))
 		}
-		if allNamespaces {
-			cells = append([]string{r.Namespace}, cells...)
-			colors = append([]string{""}, colors...)
-		}
-		t.addColored(colors, cells...)
+		t.row(r.Namespace, colors, cells...)
 	}
-	var b strings.Builder
-	t.render(&b, o, 0)
-	return b.String()
+	return t.String(o, 0)
 }
 
 func age(t *time.Time, now time.Time) string {
