@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -19,8 +21,6 @@ import (
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -82,12 +82,13 @@ func main() {
 	flag.StringVar(&opts.namespace, "namespace", envOr("POD_NAMESPACE", "meshlift-system"), "The operator's namespace (default: $POD_NAMESPACE).")
 	flag.BoolVar(&opts.webhooks, "enable-webhooks", true, "Serve the admission webhooks (the pod injector and the validators).")
 	flag.IntVar(&opts.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
-	flag.Var(&opts.certs.Mode, "webhook-cert-mode", "Who issues the webhook serving certificate: self-managed (the operator, default) or cert-manager.")
-	flag.StringVar(&opts.certs.CertDir, "webhook-cert-dir", "/etc/meshlift/webhook-certs", "Directory of tls.crt and tls.key in cert-manager mode.")
-	flag.StringVar(&opts.certs.ServiceName, "webhook-service-name", "meshlift-webhook-service", "Service the API server calls the webhooks through.")
-	flag.StringVar(&opts.certs.SecretName, "webhook-secret-name", "meshlift-webhook-certs", "Secret of the self-managed webhook CA and serving certificate.")
-	flag.StringVar(&opts.certs.MutatingWebhookConfiguration, "mutating-webhook-configuration", "meshlift-mutating-webhook-configuration", "MutatingWebhookConfiguration that gets the CA bundle.")
-	flag.StringVar(&opts.certs.ValidatingWebhookConfiguration, "validating-webhook-configuration", "meshlift-validating-webhook-configuration", "ValidatingWebhookConfiguration that gets the CA bundle.")
+	flag.Var(&opts.certs.Mode, "webhook-cert-mode", "Who issues the webhook serving certificate: self-managed (the operator, default), cert-manager, or external (OLM, or whoever mounts it; the operator then writes no webhook configuration).")
+	flag.StringVar(&opts.certs.CertDir, "webhook-cert-dir", "", "Directory of tls.crt and tls.key in cert-manager and external modes (default: "+
+		webhookcert.DefaultCertManagerCertDir+" for cert-manager, "+webhookcert.DefaultExternalCertDir+", where OLM mounts them, for external).")
+	flag.StringVar(&opts.certs.ServiceName, "webhook-service-name", "meshlift-webhook-service", "Service the API server calls the webhooks through; the self-managed certificate is issued for its names (self-managed mode).")
+	flag.StringVar(&opts.certs.SecretName, "webhook-secret-name", "meshlift-webhook-certs", "Secret of the self-managed webhook CA and serving certificate (self-managed mode).")
+	flag.StringVar(&opts.certs.MutatingWebhookConfiguration, "mutating-webhook-configuration", "meshlift-mutating-webhook-configuration", "MutatingWebhookConfiguration that gets the CA bundle (self-managed mode).")
+	flag.StringVar(&opts.certs.ValidatingWebhookConfiguration, "validating-webhook-configuration", "meshlift-validating-webhook-configuration", "ValidatingWebhookConfiguration that gets the CA bundle (self-managed mode).")
 	flag.StringVar(&opts.injection.ControlPlaneAddress, "control-plane-address", opts.injection.ControlPlaneAddress, "Address (host:port) proxies reach the control plane (SDS/EDS) on.")
 	flag.BoolVar(&opts.injection.NativeSidecar, "native-sidecar", opts.injection.NativeSidecar, "Inject native sidecars (restartable init containers) unless a MeshService says otherwise.")
 	flag.BoolVar(&opts.injection.HoldApplicationUntilProxyStarts, "hold-application-until-proxy-starts", opts.injection.HoldApplicationUntilProxyStarts, "Start applications only once their proxy is ready (native sidecars), unless a MeshService says otherwise.")
@@ -114,6 +115,11 @@ func main() {
 	flag.Parse()
 	opts.injection.TrustDomain = opts.trustDomain
 	opts.certs.Namespace = opts.namespace
+	if err := checkWebhookCertFlags(opts.certs.Mode, setFlags()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	opts.certs.CertDir = cmp.Or(opts.certs.CertDir, webhookcert.DefaultCertDir(opts.certs.Mode))
 
 	logger, err := newLogger(opts)
 	if err != nil {
@@ -151,8 +157,9 @@ func run(ctx context.Context, opts options) error {
 		if certs, err = webhookcert.New(opts.certs); err != nil {
 			return err
 		}
-		// The certificate comes from memory (self-managed) or from cert-manager's files, never
-		// from controller-runtime's default directory: the root filesystem is read-only.
+		// The certificate comes from memory (self-managed) or from the files cert-manager or OLM
+		// mount, always through webhookcert rather than controller-runtime's own file watcher,
+		// so that the readiness check knows whether a certificate is loaded.
 		webhookServer = webhook.NewServer(webhook.Options{Port: opts.webhookPort, TLSOpts: []func(*tls.Config){certs.ConfigureTLS}})
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -208,9 +215,9 @@ func run(ctx context.Context, opts options) error {
 			return fmt.Errorf("failed to set up webhook certificates: %w", err)
 		}
 		if err := webhooks.Setup(ctx, mgr, webhooks.Options{
-			Injection:          opts.injection,
-			ExcludedNamespaces: []string{metav1.NamespaceSystem, corev1.NamespaceNodeLease, opts.namespace},
-			Recorder:           mgr.GetEventRecorder("meshlift-injector"),
+			Injection:         opts.injection,
+			OperatorNamespace: opts.namespace,
+			Recorder:          mgr.GetEventRecorder("meshlift-injector"),
 		}); err != nil {
 			return err
 		}
@@ -280,6 +287,37 @@ func setupCA(mgr ctrl.Manager, opts options, holder *identity.Holder) error {
 		return fmt.Errorf("failed to add readiness check: %w", err)
 	}
 	return nil
+}
+
+// selfManagedOnlyFlags configure what the operator issues and where it writes caBundle: in
+// external mode it does neither, so setting one means the operator is not run the way its
+// user thinks.
+var selfManagedOnlyFlags = []string{"webhook-secret-name", "webhook-service-name", "mutating-webhook-configuration", "validating-webhook-configuration"}
+
+// checkWebhookCertFlags refuses, in external mode, the flags (set, by name) that only the
+// self-managed mode reads. cert-manager mode ignores them, as it always has.
+func checkWebhookCertFlags(mode webhookcert.Mode, set map[string]bool) error {
+	if mode != webhookcert.External {
+		return nil
+	}
+	var given []string
+	for _, name := range selfManagedOnlyFlags {
+		if set[name] {
+			given = append(given, "--"+name)
+		}
+	}
+	if len(given) == 0 {
+		return nil
+	}
+	return fmt.Errorf("--webhook-cert-mode=%s issues no certificate and writes no webhook configuration, so %s would do nothing: remove them or choose another mode",
+		webhookcert.External, strings.Join(given, ", "))
+}
+
+// setFlags are the names of the flags given on the command line.
+func setFlags() map[string]bool {
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
 
 // cacheSynced is ready once the informers have synced, so a new replica is not marked ready

@@ -46,7 +46,7 @@ func BenchmarkPodInjector(b *testing.B) {
 			Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
 		}})
 	}
-	injector := &webhooks.PodInjector{Reader: mgrCache, Options: sidecar.DefaultOptions()}
+	injector := &webhooks.PodInjector{Reader: mgrCache, Options: sidecar.DefaultOptions(), OperatorNamespace: operatorNamespace}
 	ctx := context.Background()
 	for _, req := range requests { // warm up: first decodes, first cache reads
 		injector.Handle(ctx, req)

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -39,9 +38,10 @@ type PodInjector struct {
 	Recorder events.EventRecorder
 	// Options are the injection settings.
 	Options sidecar.Options
-	// ExcludedNamespaces are never injected, even if the webhook configuration's
-	// namespaceSelector lets a request through.
-	ExcludedNamespaces []string
+	// OperatorNamespace is the operator's own namespace. Its pods, like those of Kubernetes'
+	// system namespaces, are never injected, even when the webhook configuration's
+	// namespaceSelector lets the request through (OLM replaces it with the OperatorGroup's).
+	OperatorNamespace string
 }
 
 // Handle admits every pod. Pods a MeshService selects get the sidecar as a JSON patch; a pod
@@ -61,8 +61,13 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 		pod.Namespace = req.Namespace
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("pod", podName(pod), "namespace", pod.Namespace)
-	if slices.Contains(h.ExcludedNamespaces, pod.Namespace) {
-		return admission.Allowed("namespace excluded from injection")
+	// The request's namespace is the one the pod is created in; the pod's own is checked too so
+	// that a request whose two disagree is never injected either.
+	for _, namespace := range []string{req.Namespace, pod.Namespace} {
+		if reason, message := sidecar.ExcludedNamespace(namespace, h.OperatorNamespace); reason != "" {
+			log.V(1).Info("Not injecting a pod of an excluded namespace", "reason", reason)
+			return admission.Allowed(message)
+		}
 	}
 
 	meshServices := &meshv1alpha1.MeshServiceList{}

@@ -2,22 +2,28 @@ package webhooks_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
+	"github.com/meshlift/meshlift/webhooks"
 )
 
 const timeout = 20 * time.Second
@@ -93,6 +99,38 @@ func TestPodsThatNoMeshServiceSelectsAreLeftAlone(t *testing.T) {
 	}
 }
 
+// meshNamespace makes sure namespace ns exists (created with labels if it does not) and gives it
+// a SidecarVersion and a MeshService msName selecting app=web (webPod), until the test ends. It
+// waits until the webhook's cache sees them.
+func meshNamespace(t *testing.T, ns, msName string, labels map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	version := gen.SidecarVersion(msName+"-"+ns, "1.0.0")
+	if err := env.Client.Create(ctx, version); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), version) })
+	ms := gen.MeshService(msName, gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)),
+		func(ms *meshv1alpha1.MeshService) { ms.Spec.Selector.MatchLabels = map[string]string{"app": "web"} })
+	if err := env.Client.Create(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), ms) })
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		err1 := mgrCache.Get(ctx, client.ObjectKeyFromObject(ms), &meshv1alpha1.MeshService{})
+		err2 := mgrCache.Get(ctx, client.ObjectKeyFromObject(version), &meshv1alpha1.SidecarVersion{})
+		return err1 == nil && err2 == nil, fmt.Sprintf("cache: %v, %v", err1, err2)
+	})
+}
+
+// excludedNamespaces are the namespaces the injector keeps out by itself.
+func excludedNamespaces() []string {
+	return append(slices.Clone(sidecar.SystemNamespaces), operatorNamespace)
+}
+
 func TestExcludedNamespacesAreNeverInjected(t *testing.T) {
 	ctx := context.Background()
 	for _, tt := range []struct {
@@ -101,6 +139,8 @@ func TestExcludedNamespacesAreNeverInjected(t *testing.T) {
 		labels map[string]string
 	}{
 		{name: "kube-system", ns: "kube-system"},
+		{name: "kube-public", ns: "kube-public"},
+		{name: "kube-node-lease", ns: "kube-node-lease"},
 		{name: "the operator's namespace", ns: operatorNamespace, labels: map[string]string{"meshlift.io/control-plane": "true"}},
 		{name: "any namespace labelled as the control plane", labels: map[string]string{"meshlift.io/control-plane": "true"}},
 	} {
@@ -112,21 +152,8 @@ func TestExcludedNamespacesAreNeverInjected(t *testing.T) {
 					t.Fatal(err)
 				}
 				ns = n.Name
-			} else if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: tt.labels}}); err != nil && !strings.Contains(err.Error(), "already exists") {
-				t.Fatal(err)
 			}
-			version := gen.SidecarVersion("excl-"+ns, "1.0.0")
-			_ = env.Client.Create(ctx, version)
-			t.Cleanup(func() { _ = env.Client.Delete(context.Background(), version) })
-			ms := gen.MeshService("web", gen.PinVersion(version.Name), gen.MeshServiceMeta(gen.SetNamespace(ns)))
-			if err := env.Client.Create(ctx, ms); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = env.Client.Delete(context.Background(), ms) })
-			testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
-				err := mgrCache.Get(ctx, client.ObjectKeyFromObject(ms), &meshv1alpha1.MeshService{})
-				return err == nil, fmt.Sprint(err)
-			})
+			meshNamespace(t, ns, "excl", tt.labels)
 			pod := webPod(ns)
 			if err := env.Client.Create(ctx, pod); err != nil {
 				t.Fatal(err)
@@ -136,6 +163,132 @@ func TestExcludedNamespacesAreNeverInjected(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The handler's own decision, with the webhook configuration out of the way: what it answers for
+// a pod that a MeshService of its namespace selects.
+func TestTheInjectorRefusesExcludedNamespacesByItself(t *testing.T) {
+	ctx := context.Background()
+	injector := &webhooks.PodInjector{Reader: mgrCache, Options: sidecar.DefaultOptions(), OperatorNamespace: operatorNamespace}
+	ordinary, _ := meshed(t, "guard", nil)
+	tests := []struct {
+		name        string
+		ns          string
+		wantMessage string // "" when the pod must be injected
+	}{
+		{"leaves a pod of kube-system unchanged although a MeshService selects it", "kube-system", "kube-system is a Kubernetes system namespace"},
+		{"leaves a pod of kube-public unchanged although a MeshService selects it", "kube-public", "kube-public is a Kubernetes system namespace"},
+		{"leaves a pod of kube-node-lease unchanged although a MeshService selects it", "kube-node-lease", "kube-node-lease is a Kubernetes system namespace"},
+		{"leaves a pod of the operator's namespace unchanged although a MeshService selects it", operatorNamespace, operatorNamespace + " is the operator's namespace"},
+		{"injects the same pod in an ordinary namespace", ordinary, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.ns != ordinary {
+				meshNamespace(t, tt.ns, "guard", nil)
+			}
+			resp := injector.Handle(ctx, podCreation(t, webPod(tt.ns)))
+			if !resp.Allowed {
+				t.Fatalf("the pod was refused: %v", resp.Result)
+			}
+			if tt.wantMessage == "" {
+				if len(resp.Patches) == 0 {
+					t.Fatalf("no patch for a pod of %s: %v", tt.ns, resp.Result)
+				}
+				return
+			}
+			if len(resp.Patches) != 0 || resp.Patch != nil {
+				t.Errorf("a pod of %s was patched: %v", tt.ns, resp.Patches)
+			}
+			if resp.Result == nil || !strings.Contains(resp.Result.Message, tt.wantMessage) {
+				t.Errorf("result = %v, want a message containing %q", resp.Result, tt.wantMessage)
+			}
+			if len(resp.Warnings) != 0 {
+				t.Errorf("warnings = %q, want none: nobody asked for these pods to be injected", resp.Warnings)
+			}
+		})
+	}
+}
+
+// OLM writes every webhook's namespaceSelector from the OperatorGroup; for an AllNamespaces
+// OperatorGroup it matches every namespace. The injector must still keep Kubernetes' system
+// namespaces and its own out.
+func TestExcludedNamespacesStayUninjectedWhenTheNamespaceSelectorMatchesEverything(t *testing.T) {
+	ctx := context.Background()
+	ordinary, _ := meshed(t, "olm", nil)
+	for _, ns := range excludedNamespaces() {
+		meshNamespace(t, ns, "olm", nil)
+	}
+	// config/webhook keeps this namespace out by its label only: once its pods are injected, the
+	// API server calls the injector with the selector OLM would have written.
+	labelled, _ := meshed(t, "labelled", map[string]string{"meshlift.io/control-plane": "true"})
+	replaceInjectorNamespaceSelector(t, &metav1.LabelSelector{})
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		pod := webPod(labelled)
+		if err := env.Client.Create(ctx, pod, client.DryRunAll); err != nil {
+			return false, err.Error()
+		}
+		return sidecar.IsInjected(pod), "the API server still applies the namespaceSelector of config/webhook"
+	})
+
+	for _, ns := range excludedNamespaces() {
+		pod := webPod(ns)
+		if err := env.Client.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), pod) })
+		if sidecar.IsInjected(pod) {
+			t.Errorf("a pod of %s was injected", ns)
+		}
+	}
+	pod := webPod(ordinary)
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if !sidecar.IsInjected(pod) {
+		t.Errorf("a pod of the meshed namespace %s was not injected", ordinary)
+	}
+}
+
+// replaceInjectorNamespaceSelector gives the injector's webhook the namespaceSelector selector
+// and no matchConditions, as OLM does, until the test ends.
+func replaceInjectorNamespaceSelector(t *testing.T, selector *metav1.LabelSelector) {
+	t.Helper()
+	ctx := context.Background()
+	config := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "mutating-webhook-configuration"}, config); err != nil {
+		t.Fatal(err)
+	}
+	original := config.Webhooks[0].DeepCopy()
+	config.Webhooks[0].NamespaceSelector = selector
+	config.Webhooks[0].MatchConditions = nil
+	if err := env.Client.Update(ctx, config); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		restored := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		_ = env.Client.Get(context.Background(), client.ObjectKeyFromObject(config), restored)
+		restored.Webhooks[0].NamespaceSelector = original.NamespaceSelector
+		restored.Webhooks[0].MatchConditions = original.MatchConditions
+		_ = env.Client.Update(context.Background(), restored)
+	})
+}
+
+// podCreation is the admission request the API server sends when pod is created.
+func podCreation(t *testing.T, pod *corev1.Pod) admission.Request {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UID:       "test",
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Namespace: pod.Namespace,
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: raw},
+	}}
 }
 
 func TestPodsAreAdmittedWithAWarningWhenNoVersionResolves(t *testing.T) {

@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"k8s.io/client-go/tools/events"
@@ -18,8 +19,9 @@ import (
 type Options struct {
 	// Injection settings of the pod injector.
 	Injection sidecar.Options
-	// ExcludedNamespaces are never injected (kube-system, kube-node-lease, the operator's own).
-	ExcludedNamespaces []string
+	// OperatorNamespace is the operator's namespace: the injector never injects its pods, nor
+	// those of Kubernetes' system namespaces (sidecar.ExcludedNamespace). Required.
+	OperatorNamespace string
 	// Recorder records the injector's events.
 	Recorder events.EventRecorder
 }
@@ -28,6 +30,9 @@ type Options struct {
 // suites both call it. It also registers the informers the webhooks read, so they start and sync
 // with the manager instead of on the first admission request (which would then wait for them).
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	if opts.OperatorNamespace == "" {
+		return errors.New("the webhooks need the operator's namespace, whose pods the injector must never inject")
+	}
 	for _, obj := range []client.Object{&meshv1alpha1.MeshService{}, &meshv1alpha1.UpgradePlan{}, &meshv1alpha1.SidecarVersion{}} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("failed to register the informer of %T for the webhooks: %w", obj, err)
@@ -36,10 +41,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	server := mgr.GetWebhookServer()
 	reader := mgr.GetClient()
 	server.Register(PodInjectorPath, &webhook.Admission{Handler: &PodInjector{
-		Reader:             reader,
-		Recorder:           opts.Recorder,
-		Options:            opts.Injection,
-		ExcludedNamespaces: opts.ExcludedNamespaces,
+		Reader:            reader,
+		Recorder:          opts.Recorder,
+		Options:           opts.Injection,
+		OperatorNamespace: opts.OperatorNamespace,
 	}})
 	scheme := mgr.GetScheme()
 	server.Register(UpgradePlanValidatorPath, admission.WithValidator[*meshv1alpha1.UpgradePlan](scheme, &UpgradePlanValidator{Reader: reader}))

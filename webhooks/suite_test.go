@@ -47,9 +47,9 @@ func startManager(e *testenv.Env) (func(), error) {
 		return nil, fmt.Errorf("failed to create manager: %w", err)
 	}
 	if err := webhooks.Setup(context.Background(), mgr, webhooks.Options{
-		Injection:          sidecar.DefaultOptions(),
-		ExcludedNamespaces: []string{"kube-system", "kube-node-lease", operatorNamespace},
-		Recorder:           mgr.GetEventRecorder("meshlift-injector"),
+		Injection:         sidecar.DefaultOptions(),
+		OperatorNamespace: operatorNamespace,
+		Recorder:          mgr.GetEventRecorder("meshlift-injector"),
 	}); err != nil {
 		return nil, err
 	}

@@ -107,7 +107,30 @@ const (
 	SkipHostNetwork     = "HostNetwork"
 	SkipPortConflict    = "PortConflict"
 	SkipNameConflict    = "NameConflict"
+	// SkipExcludedNamespace: the pod's namespace is never injected (ExcludedNamespace).
+	SkipExcludedNamespace = "ExcludedNamespace"
 )
+
+// SystemNamespaces are Kubernetes' own namespaces. Their pods are never injected: a sidecar
+// there could keep the cluster's own components from starting, and they are not the
+// application's to mesh.
+var SystemNamespaces = []string{metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease}
+
+// ExcludedNamespace says whether the pods of namespace are never injected, whatever
+// MeshService selects them: the SystemNamespaces and the operator's own namespace (the operator
+// must never depend on its own injector to start). The injector checks it itself rather than
+// relying on its webhook configuration's namespaceSelector, which OLM replaces with the
+// OperatorGroup's. It returns SkipExcludedNamespace and a message, or "" when the namespace may
+// be injected.
+func ExcludedNamespace(namespace, operatorNamespace string) (reason, message string) {
+	switch {
+	case slices.Contains(SystemNamespaces, namespace):
+		return SkipExcludedNamespace, fmt.Sprintf("%s is a Kubernetes system namespace, whose pods are never injected", namespace)
+	case namespace == operatorNamespace && operatorNamespace != "":
+		return SkipExcludedNamespace, fmt.Sprintf("%s is the operator's namespace, whose pods are never injected", namespace)
+	}
+	return "", ""
+}
 
 // Result of an injection.
 type Result struct {

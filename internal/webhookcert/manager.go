@@ -4,10 +4,11 @@
 // In self-managed mode (the default: no cert-manager needed) every replica runs a Manager that
 // keeps a CA and a serving certificate in a Secret of the operator's namespace, renews them ahead
 // of expiry, writes the CA bundle into the webhook configurations whenever it differs, and serves
-// the Secret's certificate from memory (the root filesystem is read-only). In cert-manager mode
-// it serves the certificate cert-manager writes into a directory and touches neither the Secret
-// nor caBundle, which cert-manager's CA injector owns. What to issue and when to renew is decided
-// by the pure package pki.
+// the Secret's certificate from memory (the root filesystem is read-only). In cert-manager and
+// external modes someone else issues the certificate and owns caBundle (cert-manager and its CA
+// injector; OLM, or whoever installed the operator): the Manager serves the key pair it finds in
+// a directory, reloads it when the files change, and touches neither a Secret nor a webhook
+// configuration. What to issue and when to renew is decided by the pure package pki.
 package webhookcert
 
 import (
@@ -55,7 +56,35 @@ const (
 	// CertManager means cert-manager issues the certificate into a mounted Secret and injects
 	// caBundle.
 	CertManager Mode = "cert-manager"
+	// External means someone else (OLM) mounts the certificate and writes caBundle; the operator
+	// only serves the files.
+	External Mode = "external"
 )
+
+// Where the certificate files are read from when --webhook-cert-dir is not given.
+const (
+	// DefaultCertManagerCertDir is where config/certmanager mounts cert-manager's Secret.
+	DefaultCertManagerCertDir = "/etc/meshlift/webhook-certs"
+	// DefaultExternalCertDir is where OLM mounts the serving certificate it issues (tls.crt and
+	// tls.key of its Secret <deployment>-service-cert, volume "webhook-cert"): controller-runtime's
+	// default webhook certificate directory.
+	DefaultExternalCertDir = "/tmp/k8s-webhook-server/serving-certs"
+)
+
+// DefaultCertDir is the directory mode reads tls.crt and tls.key from by default; "" for
+// self-managed, which reads no files.
+func DefaultCertDir(mode Mode) string {
+	switch mode {
+	case CertManager:
+		return DefaultCertManagerCertDir
+	case External:
+		return DefaultExternalCertDir
+	}
+	return ""
+}
+
+// servesFiles is true for the modes that serve a key pair from CertDir and write nothing.
+func (m Mode) servesFiles() bool { return m == CertManager || m == External }
 
 // String makes *Mode a flag.Value.
 func (m Mode) String() string { return string(m) }
@@ -63,18 +92,19 @@ func (m Mode) String() string { return string(m) }
 // Set parses a flag value.
 func (m *Mode) Set(s string) error {
 	switch Mode(s) {
-	case SelfManaged, CertManager:
+	case SelfManaged, CertManager, External:
 		*m = Mode(s)
 		return nil
 	}
-	return fmt.Errorf("must be %s or %s, not %q", SelfManaged, CertManager, s)
+	return fmt.Errorf("must be %s, %s or %s, not %q", SelfManaged, CertManager, External, s)
 }
 
 // DefaultCheckInterval is how often the self-managed mode checks when nothing wakes it earlier.
 const DefaultCheckInterval = time.Hour
 
 const (
-	// certFile and keyFile are the names cert-manager (and any kubernetes.io/tls Secret) uses.
+	// certFile and keyFile are the names cert-manager and OLM (and any kubernetes.io/tls
+	// Secret) use.
 	certFile = pki.TLSCertKey
 	keyFile  = pki.TLSKeyKey
 	// maxBackoff bounds the wait before retrying after an error.
@@ -100,7 +130,8 @@ type Options struct {
 	// or absent from the cluster.
 	MutatingWebhookConfiguration   string
 	ValidatingWebhookConfiguration string
-	// CertDir holds tls.crt and tls.key written by cert-manager (cert-manager mode).
+	// CertDir holds tls.crt and tls.key written by cert-manager or mounted by OLM (cert-manager
+	// and external modes); see DefaultCertDir.
 	CertDir string
 	// Now is the clock certificates are issued and checked with; time.Now when nil.
 	Now func() time.Time
@@ -161,8 +192,12 @@ func New(opts Options) (*Manager, error) {
 		if opts.CertDir == "" {
 			return nil, errors.New("webhook certificates from cert-manager need the directory the Secret is mounted in")
 		}
+	case External:
+		if opts.CertDir == "" {
+			return nil, errors.New("external webhook certificates need the directory they are mounted in")
+		}
 	default:
-		return nil, fmt.Errorf("webhook certificate mode must be %s or %s, not %q", SelfManaged, CertManager, opts.Mode)
+		return nil, fmt.Errorf("webhook certificate mode must be %s, %s or %s, not %q", SelfManaged, CertManager, External, opts.Mode)
 	}
 	return &Manager{
 		opts:    opts,
@@ -246,7 +281,7 @@ func (m *Manager) setLastError(err error) {
 func (m *Manager) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("webhook-cert").WithValues("mode", m.opts.Mode)
 	ctx = ctrl.LoggerInto(ctx, log)
-	if m.opts.Mode == CertManager {
+	if m.opts.Mode.servesFiles() {
 		return m.serveCertDir(ctx)
 	}
 	if m.watches == nil {
@@ -507,9 +542,11 @@ func (m *Manager) load(ctx context.Context, bundle pki.Bundle, caBundleInjected 
 	return nil
 }
 
-// serveCertDir serves tls.crt and tls.key of the cert-manager Secret mounted in CertDir and
-// reloads them when they change. It waits for the files: the kubelet may still be writing the
-// volume when the operator starts.
+// serveCertDir serves tls.crt and tls.key of the Secret mounted in CertDir (cert-manager's, or
+// OLM's) and reloads them when they change: controller-runtime's certwatcher watches the files
+// and also re-reads them every 10 seconds, which catches the kubelet's atomic swap of a Secret
+// volume. It waits for the files: the kubelet may still be writing the volume when the operator
+// starts. It reads and writes nothing through the API server.
 func (m *Manager) serveCertDir(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithValues("certDir", m.opts.CertDir)
 	certPath, keyPath := filepath.Join(m.opts.CertDir, certFile), filepath.Join(m.opts.CertDir, keyFile)
@@ -520,7 +557,7 @@ func (m *Manager) serveCertDir(ctx context.Context) error {
 		if err != nil {
 			m.setLastError(fmt.Errorf("failed to load %s and %s: %w", certPath, keyPath, err))
 			if !waiting {
-				log.Info("Waiting for cert-manager's certificate files", "error", err.Error())
+				log.Info("Waiting for the webhook certificate files", "error", err.Error())
 				waiting = true
 			}
 			return false, nil
@@ -540,7 +577,7 @@ func (m *Manager) serveCertDir(ctx context.Context) error {
 		m.serving.Store(&servingCertificate{cert: &cert})
 		m.setLastError(nil)
 		if cert.Leaf != nil {
-			log.Info("Serving cert-manager's webhook certificate", "serialNumber", cert.Leaf.SerialNumber.Text(16), "notAfter", cert.Leaf.NotAfter)
+			log.Info("Serving the webhook certificate from its files", "serialNumber", cert.Leaf.SerialNumber.Text(16), "notAfter", cert.Leaf.NotAfter)
 		}
 	})
 	if err := watcher.Start(ctx); err != nil {

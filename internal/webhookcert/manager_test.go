@@ -378,6 +378,10 @@ func TestNewRejectsIncompleteOptions(t *testing.T) {
 		{name: "cert-manager needs nothing else", change: func(o *webhookcert.Options) {
 			*o = webhookcert.Options{Mode: webhookcert.CertManager, CertDir: "/certs"}
 		}},
+		{name: "external needs the certificate directory", change: func(o *webhookcert.Options) { o.Mode = webhookcert.External }, wantErr: "directory"},
+		{name: "external needs nothing else", change: func(o *webhookcert.Options) {
+			*o = webhookcert.Options{Mode: webhookcert.External, CertDir: webhookcert.DefaultExternalCertDir}
+		}},
 		{name: "an unknown mode is refused", change: func(o *webhookcert.Options) { o.Mode = "vault" }, wantErr: `not "vault"`},
 	}
 	for _, tt := range tests {
@@ -404,6 +408,7 @@ func TestModeFlag(t *testing.T) {
 	}{
 		{name: "accepts self-managed", value: "self-managed", want: webhookcert.SelfManaged},
 		{name: "accepts cert-manager", value: "cert-manager", want: webhookcert.CertManager},
+		{name: "accepts external", value: "external", want: webhookcert.External},
 		{name: "refuses anything else", value: "certmanager", wantErr: true},
 	}
 	for _, tt := range tests {
@@ -414,6 +419,19 @@ func TestModeFlag(t *testing.T) {
 				t.Fatalf("Set(%q) = %q, %v", tt.value, mode, err)
 			}
 		})
+	}
+}
+
+func TestDefaultCertDir(t *testing.T) {
+	for mode, want := range map[webhookcert.Mode]string{
+		webhookcert.SelfManaged: "",
+		webhookcert.CertManager: "/etc/meshlift/webhook-certs",
+		// Where OLM mounts tls.crt and tls.key of the Secret it issues (docs/webhook-certificates.md).
+		webhookcert.External: "/tmp/k8s-webhook-server/serving-certs",
+	} {
+		if got := webhookcert.DefaultCertDir(mode); got != want {
+			t.Errorf("DefaultCertDir(%s) = %q, want %q", mode, got, want)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 	"github.com/meshlift/meshlift/internal/webhookcert"
@@ -67,17 +69,48 @@ func startReplica(t *testing.T, opts webhookcert.Options) *webhookcert.Manager {
 // startReplicaAs is startReplica with the API server credentials of cfg.
 func startReplicaAs(t *testing.T, cfg *rest.Config, opts webhookcert.Options) *webhookcert.Manager {
 	t.Helper()
+	return runReplica(t, cfg, opts, nil)
+}
+
+// startServingReplica is startReplica with a controller-runtime webhook server that serves the
+// Manager's certificate, wired as main.go does; it returns the server's address.
+func startServingReplica(t *testing.T, opts webhookcert.Options) (*webhookcert.Manager, string) {
+	t.Helper()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := listener.Addr().(*net.TCPAddr).Port
+	_ = listener.Close()
+	certs := runReplica(t, env.Config, opts, func(configureTLS func(*tls.Config)) webhook.Server {
+		return webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: port, TLSOpts: []func(*tls.Config){configureTLS}})
+	})
+	return certs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// runReplica runs a Manager with opts in a manager of its own until the test ends, with the
+// webhook server newServer returns for the Manager's ConfigureTLS (none when nil).
+func runReplica(t *testing.T, cfg *rest.Config, opts webhookcert.Options, newServer func(configureTLS func(*tls.Config)) webhook.Server) *webhookcert.Manager {
+	t.Helper()
 	certs, err := webhookcert.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgrOpts := ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-	})
+	}
+	if newServer != nil {
+		mgrOpts.WebhookServer = newServer(certs.ConfigureTLS)
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if newServer != nil {
+		// The manager runs its webhook server once somebody asks for it (webhooks.Setup does).
+		mgr.GetWebhookServer()
 	}
 	if err := certs.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
@@ -350,6 +383,20 @@ func handshake(certs *webhookcert.Manager, caBundle []byte, serverName string, n
 		defer conn.Close()
 		served <- conn.(*tls.Conn).Handshake()
 	}()
+	presented, err := dialWebhook(listener.Addr().String(), caBundle, serverName, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := <-served; err != nil {
+		return nil, fmt.Errorf("the server side of the handshake failed: %w", err)
+	}
+	return presented, nil
+}
+
+// dialWebhook connects to the TLS server at addr the way the API server calls a webhook:
+// trusting only caBundle and verifying serverName at now. It returns the certificate the server
+// presented.
+func dialWebhook(addr string, caBundle []byte, serverName string, now func() time.Time) (*x509.Certificate, error) {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caBundle) {
 		return nil, errors.New("the CA bundle holds no certificate")
@@ -358,14 +405,11 @@ func handshake(certs *webhookcert.Manager, caBundle []byte, serverName string, n
 		NetDialer: &net.Dialer{Timeout: 5 * time.Second},
 		Config:    &tls.Config{RootCAs: roots, ServerName: serverName, Time: now, MinVersion: tls.VersionTLS12},
 	}
-	conn, err := dialer.DialContext(context.Background(), "tcp", listener.Addr().String())
+	conn, err := dialer.DialContext(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("the TLS handshake failed: %w", err)
 	}
 	defer conn.Close()
-	if err := <-served; err != nil {
-		return nil, fmt.Errorf("the server side of the handshake failed: %w", err)
-	}
 	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
 }
 

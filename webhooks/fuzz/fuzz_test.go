@@ -39,7 +39,7 @@ func FuzzPodInjector(f *testing.F) {
 		gen.SidecarVersion("proxy-v1", "1.0.0", gen.AsDefault()),
 		gen.MeshService("web"),
 	).Build()
-	handler := &webhook.Admission{Handler: &webhooks.PodInjector{Reader: reader, Options: sidecar.DefaultOptions()}}
+	handler := &webhook.Admission{Handler: &webhooks.PodInjector{Reader: reader, Options: sidecar.DefaultOptions(), OperatorNamespace: "meshlift-system"}}
 
 	review := func(kind string, object string) []byte {
 		return []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"` +

@@ -198,9 +198,13 @@ func readServingCertificate(in Input) servingCertificate {
 	case apierrors.IsNotFound(in.WebhookSecret.Err):
 		hint := fmt.Sprintf("the operator creates it when it starts (--webhook-cert-mode=self-managed); see its logs:\nkubectl -n %s logs deployment/%s -c %s",
 			s.Namespace, cmp.Or(s.Deployment, OperatorDeployment), OperatorContainer)
-		if s.WebhookCertMode == WebhookCertModeCertManager {
+		switch s.WebhookCertMode {
+		case WebhookCertModeCertManager:
 			hint = fmt.Sprintf("cert-manager writes it from the Certificate whose spec.secretName is %s (config/certmanager); see why it did not:\n"+
 				"kubectl -n %s get certificates,certificaterequests", s.WebhookSecretName, s.Namespace)
+		case WebhookCertModeExternal:
+			hint = fmt.Sprintf("in --webhook-cert-mode=external whoever installed the operator provides it (OLM: the Secret %s of the CSV's Deployment); see the ClusterServiceVersion's status:\n"+
+				"kubectl -n %s get clusterserviceversions", s.WebhookSecretName, s.Namespace)
 		}
 		return fail(Result{ID: id, Category: CategoryWebhooks, Status: StatusError,
 			Description: fmt.Sprintf("webhook serving certificate Secret %s not found: the API server cannot call the webhooks", sc.secret),
@@ -222,6 +226,9 @@ func readServingCertificate(in Input) servingCertificate {
 
 // renewHint says who issues the webhook serving certificate and how to have it issued again.
 func renewHint(s Settings) string {
+	if s.WebhookCertMode == WebhookCertModeExternal {
+		return fmt.Sprintf("in --webhook-cert-mode=external whoever installed the operator issues it (OLM rotates its own); see:\nkubectl -n %s get clusterserviceversions", s.Namespace)
+	}
 	if s.WebhookCertMode == WebhookCertModeCertManager {
 		return fmt.Sprintf("cert-manager issues it (renewed 30 days before expiry); see its Certificate and requests:\nkubectl -n %s get certificates,certificaterequests", s.Namespace)
 	}
@@ -231,6 +238,9 @@ func renewHint(s Settings) string {
 
 // caBundleHint says who writes caBundle.
 func caBundleHint(s Settings, kind, name string) string {
+	if s.WebhookCertMode == WebhookCertModeExternal {
+		return fmt.Sprintf("in --webhook-cert-mode=external whoever installed the operator writes caBundle (OLM: from the CSV's webhookdefinitions) into %s %s", kind, name)
+	}
 	if s.WebhookCertMode == WebhookCertModeCertManager {
 		return fmt.Sprintf("cert-manager's CA injector writes caBundle: check the annotation cert-manager.io/inject-ca-from of %s %s and the cainjector's logs", kind, name)
 	}

@@ -37,6 +37,9 @@ const (
 	DefaultCertManagerWebhookSecretName = "meshlift-webhook-server-cert"
 	// DefaultWebhookCertDir is --webhook-cert-dir.
 	DefaultWebhookCertDir = "/etc/meshlift/webhook-certs"
+	// DefaultExternalWebhookCertDir is --webhook-cert-dir in external mode: where OLM mounts the
+	// serving certificate.
+	DefaultExternalWebhookCertDir = "/tmp/k8s-webhook-server/serving-certs"
 	// DefaultMutatingWebhookConfiguration (the pod injector) is --mutating-webhook-configuration.
 	DefaultMutatingWebhookConfiguration = "meshlift-mutating-webhook-configuration"
 	// DefaultValidatingWebhookConfiguration is --validating-webhook-configuration.
@@ -53,6 +56,9 @@ const (
 	// --webhook-cert-mode (webhookcert.Mode).
 	WebhookCertModeSelfManaged = "self-managed"
 	WebhookCertModeCertManager = "cert-manager"
+	// WebhookCertModeExternal: OLM (or whoever) mounts the serving certificate and writes the
+	// webhook configurations.
+	WebhookCertModeExternal = "external"
 	// CABackendBuiltin and CABackendCertManager are the values of --ca-backend.
 	CABackendBuiltin     = "builtin"
 	CABackendCertManager = "cert-manager"
@@ -178,8 +184,12 @@ func SettingsFor(namespace string, deploy *appsv1.Deployment) Settings {
 	if deploy != nil {
 		s.Deployment = deploy.Name
 	}
-	if s.WebhookCertMode == WebhookCertModeCertManager {
-		s.WebhookSecretName = mountedSecret(container, volumes, flag("webhook-cert-dir", DefaultWebhookCertDir))
+	switch s.WebhookCertMode {
+	case WebhookCertModeCertManager:
+		s.WebhookSecretName = mountedSecret(container, volumes, flag("webhook-cert-dir", DefaultWebhookCertDir), DefaultCertManagerWebhookSecretName)
+	case WebhookCertModeExternal:
+		// OLM mounts the Secret <deployment>-service-cert it issues (docs/webhook-certificates.md).
+		s.WebhookSecretName = mountedSecret(container, volumes, flag("webhook-cert-dir", DefaultExternalWebhookCertDir), s.Deployment+"-service-cert")
 	}
 	s.ControlPlaneService, s.ControlPlaneNamespace, s.ControlPlanePort = serviceOf(s.ControlPlaneAddress, s.Namespace)
 	return s
@@ -227,9 +237,8 @@ func isFalse(v string) bool {
 	return err == nil && !b
 }
 
-// mountedSecret is the Secret mounted at dir in container, or cert-manager's Secret of
-// config/certmanager when none is.
-func mountedSecret(container *corev1.Container, volumes []corev1.Volume, dir string) string {
+// mountedSecret is the Secret mounted at dir in container, or fallback when none is.
+func mountedSecret(container *corev1.Container, volumes []corev1.Volume, dir, fallback string) string {
 	if container != nil {
 		for _, m := range container.VolumeMounts {
 			if path.Clean(m.MountPath) != path.Clean(dir) {
@@ -242,7 +251,7 @@ func mountedSecret(container *corev1.Container, volumes []corev1.Volume, dir str
 			}
 		}
 	}
-	return DefaultCertManagerWebhookSecretName
+	return fallback
 }
 
 // serviceOf reads <service>.<namespace>[.svc[.<cluster domain>]][:port]; an address that is not

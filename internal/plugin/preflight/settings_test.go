@@ -14,6 +14,7 @@ import (
 	"github.com/meshlift/meshlift/internal/identity/builtin"
 	"github.com/meshlift/meshlift/internal/plugin/preflight"
 	"github.com/meshlift/meshlift/internal/repo"
+	"github.com/meshlift/meshlift/internal/webhookcert"
 )
 
 func TestSettingsFollowTheOperatorsFlags(t *testing.T) {
@@ -67,6 +68,15 @@ func TestSettingsFollowTheOperatorsFlags(t *testing.T) {
 			check: func(t *testing.T, s preflight.Settings) {
 				if s.WebhookSecretName != "meshlift-webhook-server-cert" {
 					t.Errorf("webhook Secret %q, want meshlift-webhook-server-cert", s.WebhookSecretName)
+				}
+			},
+		},
+		{
+			name:   "external mode reads the Secret OLM mounts, or names OLM's Secret of the Deployment",
+			deploy: operatorDeployment(1, "--webhook-cert-mode=external"),
+			check: func(t *testing.T, s preflight.Settings) {
+				if s.WebhookSecretName != "meshlift-controller-manager-service-cert" {
+					t.Errorf("webhook Secret %q, want meshlift-controller-manager-service-cert", s.WebhookSecretName)
 				}
 			},
 		},
@@ -169,6 +179,10 @@ func TestDefaultNamesAreThoseOfTheManifests(t *testing.T) {
 	}
 	if !bytes.Contains(certificate, []byte("secretName: "+preflight.DefaultCertManagerWebhookSecretName+"\n")) {
 		t.Errorf("config/certmanager/certificate.yaml writes no Secret %s", preflight.DefaultCertManagerWebhookSecretName)
+	}
+	if preflight.DefaultExternalWebhookCertDir != webhookcert.DefaultExternalCertDir || preflight.DefaultWebhookCertDir != webhookcert.DefaultCertManagerCertDir {
+		t.Errorf("webhook certificate directories %q and %q, the operator's are %q and %q", preflight.DefaultExternalWebhookCertDir,
+			preflight.DefaultWebhookCertDir, webhookcert.DefaultExternalCertDir, webhookcert.DefaultCertManagerCertDir)
 	}
 	if preflight.DefaultCASecretName != builtin.DefaultSecretName {
 		t.Errorf("DefaultCASecretName %q, the built-in CA's is %q", preflight.DefaultCASecretName, builtin.DefaultSecretName)
