@@ -67,6 +67,23 @@ verify-generated: $(CONTROLLER_GEN) ## Fail if generated files are stale (they a
 	stale=0; for f in $(GENERATED); do diff -ru "$$snapshot/$$f" "$$f" || stale=1; done; \
 	if [ $$stale = 1 ]; then echo "Generated files were stale and have been regenerated (diff above): review and commit them." >&2; exit 1; fi
 
+# The OLM bundle (docs/olm.md). BUNDLE_VERSION is the CSV's semantic version (VERSION above is
+# the binaries' git-describe version); set BUNDLE_CREATED_AT and BUNDLE_REPLACES with it when
+# releasing, so regenerating never depends on the clock.
+BUNDLE_VERSION ?= 0.1.0
+BUNDLE_CREATED_AT ?= 2026-12-06T00:00:00Z
+BUNDLE_REPLACES ?=
+BUNDLE_SKIP_RANGE ?=
+BUNDLE_OPERATOR_IMAGE ?= meshlift/meshlift-operator:$(BUNDLE_VERSION)
+CHANNELS ?= stable
+DEFAULT_CHANNEL ?= stable
+
+.PHONY: bundle
+bundle: ## Generate bundle/ and bundle.Dockerfile (OLM registry+v1: CSV, CRDs, metadata, scorecard) from config/default and config/samples.
+	$(call say,Generating the OLM bundle meshlift.v$(BUNDLE_VERSION) (channels $(CHANNELS), default $(DEFAULT_CHANNEL)))
+	go run ./hack/bundle --version '$(BUNDLE_VERSION)' --created-at '$(BUNDLE_CREATED_AT)' --replaces '$(BUNDLE_REPLACES)' \
+	  --skip-range '$(BUNDLE_SKIP_RANGE)' --image '$(BUNDLE_OPERATOR_IMAGE)' --channels '$(CHANNELS)' --default-channel '$(DEFAULT_CHANNEL)'
+
 .PHONY: argocd-cm
 argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the Argo CD health checks.
 	$(call say,Generating config/argocd/argocd-cm.yaml from config/argocd/resource_customizations)
