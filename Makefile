@@ -75,14 +75,22 @@ BUNDLE_CREATED_AT ?= 2026-12-06T00:00:00Z
 BUNDLE_REPLACES ?=
 BUNDLE_SKIP_RANGE ?=
 BUNDLE_OPERATOR_IMAGE ?= meshlift/meshlift-operator:$(BUNDLE_VERSION)
+# The bundle image: the catalog (catalog/meshlift) names it, make bundle-build tags its tarball so.
+BUNDLE_IMG ?= docker.io/meshlift/meshlift-operator-bundle:v$(BUNDLE_VERSION)
 CHANNELS ?= stable
 DEFAULT_CHANNEL ?= stable
 
 .PHONY: bundle
-bundle: ## Generate bundle/ and bundle.Dockerfile (OLM registry+v1: CSV, CRDs, metadata, scorecard) from config/default and config/samples.
-	$(call say,Generating the OLM bundle meshlift.v$(BUNDLE_VERSION) (channels $(CHANNELS), default $(DEFAULT_CHANNEL)))
+bundle: ## Generate bundle/, bundle.Dockerfile (OLM registry+v1: CSV, CRDs, metadata, scorecard) and the catalog catalog/meshlift from config/default and config/samples.
+	$(call say,Generating the OLM bundle meshlift.v$(BUNDLE_VERSION) (channels $(CHANNELS), default $(DEFAULT_CHANNEL)) and its catalog)
 	go run ./hack/bundle --version '$(BUNDLE_VERSION)' --created-at '$(BUNDLE_CREATED_AT)' --replaces '$(BUNDLE_REPLACES)' \
-	  --skip-range '$(BUNDLE_SKIP_RANGE)' --image '$(BUNDLE_OPERATOR_IMAGE)' --channels '$(CHANNELS)' --default-channel '$(DEFAULT_CHANNEL)'
+	  --skip-range '$(BUNDLE_SKIP_RANGE)' --image '$(BUNDLE_OPERATOR_IMAGE)' --channels '$(CHANNELS)' --default-channel '$(DEFAULT_CHANNEL)' \
+	  --bundle-image '$(BUNDLE_IMG)'
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image from the committed bundle/ (no Docker) into bin/images/bundle.tar, tagged BUNDLE_IMG.
+	$(call say,Building the bundle image $(BUNDLE_IMG) into $(IMAGES_DIR)/bundle.tar)
+	go run ./hack/bundle image --out $(IMAGES_DIR) --image '$(BUNDLE_IMG)'
 
 .PHONY: argocd-cm
 argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the Argo CD health checks.

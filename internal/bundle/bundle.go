@@ -1,9 +1,10 @@
 // Package bundle turns the objects of config/default (the kustomize output: CRDs, RBAC, the
 // manager Deployment, the webhook configurations, Services) and the samples of config/samples
 // into an OLM registry+v1 bundle: the ClusterServiceVersion, one file per CRD and the other
-// objects OLM may install, bundle/metadata/annotations.yaml, the scorecard configuration and
-// bundle.Dockerfile (docs/olm.md). It is pure: objects in, file contents out, the same bytes for
-// the same input.
+// objects OLM may install, bundle/metadata/annotations.yaml, the scorecard configuration,
+// bundle.Dockerfile and the file-based catalog catalog/meshlift (docs/olm.md). It is pure:
+// objects in, file contents out, the same bytes for the same input. ImageSpec describes the
+// bundle image of a bundle on disk for internal/images.
 package bundle
 
 import (
@@ -16,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/blang/semver/v4"
+	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
@@ -46,6 +48,9 @@ type Options struct {
 	// CreatedAt is the createdAt annotation (RFC 3339). It is an input, never the clock, so that
 	// generating twice gives the same bytes.
 	CreatedAt string
+	// BundleImage is the bundle image the catalog names (with a tag); empty means
+	// DefaultBundleImage(Version).
+	BundleImage string
 }
 
 // Files maps a slash-separated path relative to the repository root to its content.
@@ -100,6 +105,12 @@ func (o *Options) complete() error {
 	}
 	if o.CreatedAt == "" {
 		return fmt.Errorf("createdAt is required (RFC 3339, e.g. 2026-12-01T00:00:00Z)")
+	}
+	if o.BundleImage == "" {
+		o.BundleImage = DefaultBundleImage(v.String())
+	}
+	if _, err := name.NewTag(o.BundleImage, name.StrictValidation); err != nil {
+		return fmt.Errorf("bundle image %q is not an image reference with a registry, repository and tag: %w", o.BundleImage, err)
 	}
 	return nil
 }
@@ -159,6 +170,11 @@ func Generate(objects, samples []*unstructured.Unstructured, opts Options) (File
 	files[path.Join(Dir, "metadata", "annotations.yaml")] = annotationsFile(opts)
 	files[path.Join(Dir, "tests", "scorecard", "config.yaml")] = scorecardConfig(opts)
 	files[Dockerfile] = dockerfile(opts)
+	catalog, err := catalogFile(csv, opts)
+	if err != nil {
+		return nil, err
+	}
+	files[CatalogFile] = catalog
 	return files, nil
 }
 
@@ -209,6 +225,23 @@ func annotationsFile(opts Options) []byte {
 	return b.Bytes()
 }
 
+// ImageDir is a directory of the bundle that the bundle image carries, and where.
+type ImageDir struct {
+	// Source is the directory relative to the repository root, e.g. "bundle/manifests".
+	Source string
+	// Dest is the absolute directory in the image, e.g. "/manifests".
+	Dest string
+}
+
+// ImageDirs are the directories bundle.Dockerfile copies into the bundle image, and
+// ImageSpec too: the bundle's manifests, metadata and scorecard tests, at the image's root as
+// annotations.yaml says.
+var ImageDirs = []ImageDir{
+	{Source: Dir + "/manifests", Dest: "/manifests"},
+	{Source: Dir + "/metadata", Dest: "/metadata"},
+	{Source: Dir + "/tests/scorecard", Dest: "/tests/scorecard"},
+}
+
 func dockerfile(opts Options) []byte {
 	values := Annotations(opts)
 	var b bytes.Buffer
@@ -216,7 +249,10 @@ func dockerfile(opts Options) []byte {
 	for _, key := range annotationKeys {
 		fmt.Fprintf(&b, "LABEL %s=%s\n", key, values[key])
 	}
-	b.WriteString("\nCOPY bundle/manifests /manifests/\nCOPY bundle/metadata /metadata/\nCOPY bundle/tests/scorecard /tests/scorecard/\n")
+	b.WriteString("\n")
+	for _, dir := range ImageDirs {
+		fmt.Fprintf(&b, "COPY %s %s/\n", dir.Source, dir.Dest)
+	}
 	return b.Bytes()
 }
 

@@ -50,6 +50,7 @@ func TestGenerateRefuses(t *testing.T) {
 		{"a channel name OLM does not recommend", nil, func(o *Options) { o.Channels = []string{"beta"} }, "channel"},
 		{"a default channel the bundle is not in", nil, func(o *Options) { o.DefaultChannel = "candidate" }, "default channel"},
 		{"no createdAt (the clock is never read)", nil, func(o *Options) { o.CreatedAt = "" }, "createdAt"},
+		{"a bundle image without a tag", nil, func(o *Options) { o.BundleImage = "docker.io/meshlift/bundle" }, "bundle image"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := testOptions

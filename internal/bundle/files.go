@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Write writes files under root and removes every other file under root/bundle, so an object
-// dropped from config/default leaves the bundle too.
+// Write writes files under root and removes every other file under root/bundle and
+// root/catalog/meshlift, so an object dropped from config/default leaves the bundle too.
 func (f Files) Write(root string) error {
 	existing, err := listBundle(root)
 	if err != nil {
@@ -70,10 +70,27 @@ func (f Files) Diff(root string) ([]string, error) {
 	return diffs, nil
 }
 
-// listBundle lists the files under root/bundle and root/bundle.Dockerfile, as slash paths.
+// listBundle lists the files under root/bundle and root/catalog/meshlift, and
+// root/bundle.Dockerfile, as slash paths.
 func listBundle(root string) ([]string, error) {
 	var names []string
-	err := filepath.WalkDir(filepath.Join(root, Dir), func(p string, d fs.DirEntry, err error) error {
+	for _, dir := range []string{Dir, CatalogDir} {
+		dirNames, err := listFiles(root, dir)
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, dirNames...)
+	}
+	if _, err := os.Stat(filepath.Join(root, Dockerfile)); err == nil {
+		names = append(names, Dockerfile)
+	}
+	return names, nil
+}
+
+// listFiles lists the files under root/dir (a slash path), as slash paths relative to root.
+func listFiles(root, dir string) ([]string, error) {
+	var names []string
+	err := filepath.WalkDir(filepath.Join(root, filepath.FromSlash(dir)), func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -89,9 +106,6 @@ func listBundle(root string) ([]string, error) {
 	})
 	if err != nil {
 		return nil, err
-	}
-	if _, err := os.Stat(filepath.Join(root, Dockerfile)); err == nil {
-		names = append(names, Dockerfile)
 	}
 	return names, nil
 }
@@ -118,6 +132,10 @@ func OptionsOf(root string) (Options, error) {
 		return Options{}, err
 	}
 	channels := meta.Annotations["operators.operatorframework.io.bundle.channels.v1"]
+	bundleImage, err := catalogBundleImage(filepath.Join(root, filepath.FromSlash(CatalogFile)))
+	if err != nil {
+		return Options{}, err
+	}
 	return Options{
 		Version:        csv.Spec.Version,
 		Replaces:       csv.Spec.Replaces,
@@ -126,7 +144,30 @@ func OptionsOf(root string) (Options, error) {
 		DefaultChannel: meta.Annotations["operators.operatorframework.io.bundle.channel.default.v1"],
 		OperatorImage:  csv.Metadata.Annotations["containerImage"],
 		CreatedAt:      csv.Metadata.Annotations["createdAt"],
+		BundleImage:    bundleImage,
 	}, nil
+}
+
+// catalogBundleImage is the image of the olm.bundle in the catalog file, or "" when there is no
+// catalog yet (it is then generated with the default).
+func catalogBundleImage(file string) (string, error) {
+	docs, err := ReadCatalog(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	for _, doc := range docs {
+		if doc.Schema == SchemaBundle {
+			var b CatalogBundle
+			if err := yaml.Unmarshal(doc.Raw, &b); err != nil {
+				return "", fmt.Errorf("%s: %w", CatalogFile, err)
+			}
+			return b.Image, nil
+		}
+	}
+	return "", nil
 }
 
 func readYAML(name string, into any) error {

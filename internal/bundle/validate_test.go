@@ -52,7 +52,7 @@ func TestTheCommittedBundleIsCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(diffs) > 0 {
-		t.Errorf("bundle/ is stale: run `make bundle BUNDLE_VERSION=%s` and commit it:\n  %s", opts.Version, strings.Join(diffs, "\n  "))
+		t.Errorf("bundle/ or catalog/ is stale: run `make bundle BUNDLE_VERSION=%s` and commit it:\n  %s", opts.Version, strings.Join(diffs, "\n  "))
 	}
 }
 
@@ -79,7 +79,7 @@ func TestGeneratingTwiceGivesTheSameBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.SkipRange, opts.DefaultChannel = ">=0.0.0 <1.2.3", "stable"
+	opts.SkipRange, opts.DefaultChannel, opts.BundleImage = ">=0.0.0 <1.2.3", "stable", "docker.io/meshlift/meshlift-operator-bundle:v1.2.3"
 	if !equality.Semantic.DeepEqual(got, opts) {
 		t.Errorf("OptionsOf the written bundle = %+v, want %+v", got, opts)
 	}

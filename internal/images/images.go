@@ -1,5 +1,6 @@
 // Package images owns how Meshlift's container images are assembled without a Docker engine or a
-// registry: a single-layer image holding static binaries, built reproducibly from files on disk,
+// registry: a single-layer image holding static binaries (or only files and labels, as an OLM
+// bundle image does), built reproducibly from files on disk,
 // and written as a `docker save`-style tarball that `ctr -n k8s.io images import` loads into a
 // local containerd. It knows nothing about Kubernetes or about which binaries go into which image
 // (hack/images decides that).
@@ -63,17 +64,31 @@ type Spec struct {
 	// User is a numeric "uid" or "uid:gid", e.g. "65532:65532" (the images have no /etc/passwd).
 	User       string
 	WorkingDir string
+	// Labels go into the image config, e.g. the annotations of an OLM bundle.
+	Labels map[string]string
+	// FilesOnly says the image only carries files and runs nothing (an OLM bundle image, FROM
+	// scratch with COPY and LABEL only): it must have neither an entrypoint nor a cmd.
+	FilesOnly bool
 }
 
-// Build assembles the image described by spec on top of an empty base: one gzip-compressed tar
-// layer with the files (and their parent directories) and a linux/runtime.GOARCH config. The
+// Build assembles the image described by spec on top of an empty base (FROM scratch): one
+// gzip-compressed tar layer with the files (and their parent directories) and a
+// linux/runtime.GOARCH config. The
 // result depends only on the spec and the files' contents, not on when or where it was built.
 func Build(spec Spec) (v1.Image, error) {
 	if _, err := name.NewTag(spec.Ref); err != nil {
 		return nil, fmt.Errorf("invalid image reference %q: %w", spec.Ref, err)
 	}
-	if len(spec.Entrypoint) == 0 && len(spec.Cmd) == 0 {
+	hasCommand := len(spec.Entrypoint) > 0 || len(spec.Cmd) > 0
+	if !hasCommand && !spec.FilesOnly {
 		return nil, fmt.Errorf("image %s has neither an entrypoint nor a cmd", spec.Ref)
+	}
+	if hasCommand && spec.FilesOnly {
+		return nil, fmt.Errorf("image %s only carries files but has an entrypoint or a cmd", spec.Ref)
+	}
+	comment := "static binaries"
+	if spec.FilesOnly {
+		comment = "files"
 	}
 	compressedLayer, err := layerTarGzip(spec.Files)
 	if err != nil {
@@ -90,7 +105,7 @@ func Build(spec Spec) (v1.Image, error) {
 		History: v1.History{
 			Created:   v1.Time{Time: epoch},
 			CreatedBy: "meshlift internal/images: " + strings.Join(destinations(spec.Files), " "),
-			Comment:   "static binaries",
+			Comment:   comment,
 		},
 	})
 	if err != nil {
@@ -110,6 +125,7 @@ func Build(spec Spec) (v1.Image, error) {
 		Env:        spec.Env,
 		User:       spec.User,
 		WorkingDir: spec.WorkingDir,
+		Labels:     spec.Labels,
 	}
 	img, err = mutate.ConfigFile(img, configFile)
 	if err != nil {

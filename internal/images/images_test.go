@@ -241,6 +241,54 @@ func TestBuildDigest(t *testing.T) {
 	}
 }
 
+// TestAFilesOnlyImageCarriesItsLabelsAndRunsNothing is the shape of an OLM bundle image: FROM
+// scratch, files with their own modes, labels, no entrypoint or cmd.
+func TestAFilesOnlyImageCarriesItsLabelsAndRunsNothing(t *testing.T) {
+	dir := t.TempDir()
+	source := filepath.Join(dir, "annotations.yaml")
+	if err := os.WriteFile(source, []byte("annotations: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"operators.operatorframework.io.bundle.package.v1": "meshlift", "b": "2"}
+	spec := Spec{
+		Ref:       "example.com/meshlift/bundle:v0.1.0",
+		Files:     []File{{Source: source, Dest: "/metadata/annotations.yaml", Mode: 0o644}},
+		Labels:    labels,
+		FilesOnly: true,
+	}
+	img, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configFile, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(configFile.Config.Labels, labels) {
+		t.Errorf("labels = %v, want %v", configFile.Config.Labels, labels)
+	}
+	if len(configFile.Config.Entrypoint) > 0 || len(configFile.Config.Cmd) > 0 {
+		t.Errorf("entrypoint %q, cmd %q, want neither", configFile.Config.Entrypoint, configFile.Config.Cmd)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers = %d (%v), want 1", len(layers), err)
+	}
+	first, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	relabelled := spec
+	relabelled.Labels = map[string]string{"operators.operatorframework.io.bundle.package.v1": "meshlift", "b": "3"}
+	again, err := Build(relabelled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest, _ := again.Digest(); digest == first {
+		t.Errorf("another label kept the digest %s", digest)
+	}
+}
+
 func TestBuildRejectsInvalidSpecs(t *testing.T) {
 	dir := t.TempDir()
 	binary := filepath.Join(dir, "binary")
@@ -266,6 +314,11 @@ func TestBuildRejectsInvalidSpecs(t *testing.T) {
 			name:    "an image with nothing to run is refused",
 			spec:    Spec{Ref: "meshlift/x:dev", Files: []File{{Source: binary, Dest: "/app"}}},
 			wantErr: "neither an entrypoint nor a cmd",
+		},
+		{
+			name:    "an image that only carries files but has an entrypoint is refused",
+			spec:    Spec{Ref: "meshlift/x:dev", Files: []File{{Source: binary, Dest: "/app"}}, Entrypoint: []string{"/app"}, FilesOnly: true},
+			wantErr: "only carries files but has an entrypoint",
 		},
 		{
 			name:    "a relative destination is refused",
