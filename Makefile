@@ -88,9 +88,9 @@ bundle: ## Generate bundle/, bundle.Dockerfile (OLM registry+v1: CSV, CRDs, meta
 	  --bundle-image '$(BUNDLE_IMG)'
 
 .PHONY: bundle-build
-bundle-build: ## Build the bundle image from the committed bundle/ (no Docker) into bin/images/bundle.tar, tagged BUNDLE_IMG.
-	$(call say,Building the bundle image $(BUNDLE_IMG) into $(IMAGES_DIR)/bundle.tar)
-	go run ./hack/bundle image --out $(IMAGES_DIR) --image '$(BUNDLE_IMG)'
+bundle-build: ## Build the bundle image from the committed bundle/ (no Docker) into bin/images/bundle/bundle.tar, tagged BUNDLE_IMG.
+	$(call say,Building the bundle image $(BUNDLE_IMG) into $(IMAGES_DIR)/bundle/bundle.tar (apart from the images make load-images loads))
+	go run ./hack/bundle image --out $(IMAGES_DIR)/bundle --image '$(BUNDLE_IMG)'
 
 .PHONY: argocd-cm
 argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the Argo CD health checks.
