@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -40,6 +41,8 @@ import (
 	"github.com/meshlift/meshlift/internal/identity"
 	"github.com/meshlift/meshlift/internal/identity/builtin"
 	"github.com/meshlift/meshlift/internal/identity/certmanager"
+	"github.com/meshlift/meshlift/internal/lameduck"
+	"github.com/meshlift/meshlift/internal/memlimit"
 	"github.com/meshlift/meshlift/internal/operatorpod"
 	"github.com/meshlift/meshlift/internal/podcache"
 	"github.com/meshlift/meshlift/internal/rollout"
@@ -75,6 +78,10 @@ type options struct {
 	logLevel       string
 	logFormat      string
 	logDevelopment bool
+	// shutdownDelay and gracefulShutdown: see the flags; lameDuck delays the stop.
+	shutdownDelay    time.Duration
+	gracefulShutdown time.Duration
+	lameDuck         *lameduck.Handler
 }
 
 func main() {
@@ -109,6 +116,8 @@ func main() {
 	flag.StringVar(&opts.controlPlane, "control-plane-bind-address", controlplane.DefaultAddress, "Address of the control-plane gRPC server (SDS and EDS for the proxies); \"0\" disables it.")
 	flag.StringVar(&opts.replicaName, "replica-name", envOr("POD_NAME", hostname()), "This replica's name (default: $POD_NAME, else the host name): its control plane acknowledges InPlace drains under it.")
 	flag.DurationVar(&opts.leafLifetime, "leaf-lifetime", controlplane.DefaultLeafLifetime, "Lifetime of workload certificates; proxies rotate them at half of it.")
+	flag.DurationVar(&opts.shutdownDelay, "shutdown-delay", defaultShutdownDelay(), "How long a replica keeps serving webhooks and the control plane, reporting itself not ready, after SIGTERM before it stops (default 5s in a pod, 0 elsewhere); a second signal stops it at once.")
+	flag.DurationVar(&opts.gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second, "How long the manager waits for its runnables to stop after the shutdown delay.")
 	flag.StringVar(&opts.logLevel, "log-level", "info", "Log level: debug, info, warn, error, or a number (higher is more verbose: 1 = debug).")
 	flag.StringVar(&opts.logFormat, "log-format", "json", "Log format: json or console.")
 	flag.BoolVar(&opts.logDevelopment, "log-development", false, "Development logging: console format, debug level, stack traces on warnings.")
@@ -129,7 +138,8 @@ func main() {
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger.WithName("client-go"))
 
-	if err := run(ctrl.SetupSignalHandler(), opts); err != nil {
+	opts.lameDuck = &lameduck.Handler{Delay: opts.shutdownDelay, Log: logger.WithName("shutdown")}
+	if err := run(opts.lameDuck.Context(context.Background()), opts); err != nil {
 		logger.Error(err, "Operator stopped with an error")
 		os.Exit(1)
 	}
@@ -138,6 +148,7 @@ func main() {
 func run(ctx context.Context, opts options) error {
 	log := ctrl.Log.WithName("setup")
 	log.Info("Starting Meshlift operator", "version", buildinfo.Version, "leaderElect", opts.leaderElect, "trustDomain", opts.trustDomain)
+	setMemoryLimit(log)
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -172,6 +183,7 @@ func run(ctx context.Context, opts options) error {
 		LeaderElectionID:              "meshlift.mesh.meshlift.io",
 		LeaderElectionNamespace:       opts.leaderElectNS,
 		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &opts.gracefulShutdown,
 		// Pods are the bulk of the cache: only what the operator reads of them is kept.
 		Cache: podcache.CacheOptions(),
 	})
@@ -245,12 +257,33 @@ func run(ctx context.Context, opts options) error {
 	if err := mgr.AddReadyzCheck("cache-synced", cacheSynced(mgr.GetCache())); err != nil {
 		return fmt.Errorf("failed to add readiness check: %w", err)
 	}
+	if opts.lameDuck != nil {
+		if err := mgr.AddReadyzCheck("shutdown", opts.lameDuck.Ready); err != nil {
+			return fmt.Errorf("failed to add readiness check: %w", err)
+		}
+	}
 
 	log.Info("Starting manager")
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("manager failed: %w", err)
 	}
 	return nil
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit to 90% of the container's memory limit
+// (MESHLIFT_MEMORY_LIMIT, from the downward API) unless GOMEMLIMIT is set. A limit it cannot read
+// is logged, not fatal: the operator runs as it would without one.
+func setMemoryLimit(log logr.Logger) {
+	limit, err := memlimit.Set(os.Getenv)
+	switch {
+	case err != nil:
+		log.Error(err, "Not setting a Go memory limit")
+	case limit > 0:
+		log.Info("Set the Go memory limit from the container's memory limit", "goMemoryLimitBytes", limit,
+			"containerMemoryLimit", os.Getenv(memlimit.EnvContainerLimit), "percent", memlimit.Percent)
+	case os.Getenv(memlimit.EnvGoMemLimit) != "":
+		log.Info("Using the Go memory limit of GOMEMLIMIT", "goMemoryLimitBytes", debug.SetMemoryLimit(-1))
+	}
 }
 
 // setupCA starts the CA backend that fills holder, on every replica, with its readiness check
@@ -383,6 +416,16 @@ func parseLevel(s string) (zapcore.Level, error) {
 		return zapcore.Level(-verbosity), nil
 	}
 	return 0, fmt.Errorf("--log-level must be debug, info, warn, error or a verbosity number, not %q", s)
+}
+
+// defaultShutdownDelay is 5s in a pod (POD_NAME set by the Deployment), where the endpoints of
+// the webhook and control-plane Services take a moment to drop a terminating replica, and 0 for
+// a run on a workstation.
+func defaultShutdownDelay() time.Duration {
+	if os.Getenv("POD_NAME") != "" {
+		return 5 * time.Second
+	}
+	return 0
 }
 
 // hostname is the host's name, "" when it cannot be read.

@@ -61,16 +61,90 @@ type UpgradePlanReconciler struct {
 	// acknowledgements; nil: an InPlace upgrade waits Options.DrainDuration instead.
 	ControlPlane *ControlPlaneReplicas
 
-	// stale holds, per pod UID, the resourceVersion a pod had before this process patched it:
-	// while the cache still shows that version, it has not seen the patch yet, and deciding on
-	// it would repeat an action (controller expectations).
-	mu    sync.Mutex
-	stale map[types.UID]string
+	// expectations are this process's writes to pods that the cache may not show yet.
+	expectations podExpectations
 }
 
 // NewUpgradePlanReconciler returns a reconciler with the real clock.
 func NewUpgradePlanReconciler(c client.Client, recorder events.EventRecorder, opts rollout.Options) *UpgradePlanReconciler {
-	return &UpgradePlanReconciler{Client: c, Recorder: recorder, Options: opts, Clock: clock.RealClock{}, stale: map[types.UID]string{}}
+	return &UpgradePlanReconciler{Client: c, Recorder: recorder, Options: opts, Clock: clock.RealClock{}}
+}
+
+// expectationTimeout is how long an expectation of a pod that no plan lists any more is kept:
+// a pod that was deleted, or left the plan, never shows a newer version to the plan that wrote
+// it. Long enough for any cache to catch up.
+const expectationTimeout = 5 * time.Minute
+
+// podExpectations are controller expectations for this process's own writes (OpenKruise
+// UpdateExpectations): per pod UID, the resourceVersions its writes replaced. While the cache
+// shows one of them it has not seen the last write, and deciding on it would repeat an action. A
+// pod's expectation belongs to the pod, not to the plan that wrote it: it is cleared only when a
+// decision sees the pod newer, or after expectationTimeout. Safe for concurrent reconciles.
+type podExpectations struct {
+	mu   sync.Mutex
+	pods map[types.UID]*podExpectation
+}
+
+type podExpectation struct {
+	// stale are the resourceVersions the pod had before each of this process's writes.
+	stale []string
+	// wrote is when the last write happened.
+	wrote time.Time
+}
+
+// wrote records a write that took the pod from resourceVersion before to after; a write that
+// changed nothing (after == before) has nothing for the cache to catch up with.
+func (e *podExpectations) wrote(uid types.UID, before, after string, now time.Time) {
+	if before == after || before == "" {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.pods == nil {
+		e.pods = map[types.UID]*podExpectation{}
+	}
+	exp := e.pods[uid]
+	if exp == nil {
+		exp = &podExpectation{}
+		e.pods[uid] = exp
+	}
+	if !slices.Contains(exp.stale, before) {
+		exp.stale = append(exp.stale, before)
+	}
+	exp.wrote = now
+}
+
+// behind reports whether the cache shows one of pods at a version this process already wrote
+// over. It forgets the expectations of the pods it sees newer, and those older than
+// expectationTimeout; the expectations of pods not among pods (another plan's) stay.
+func (e *podExpectations) behind(pods []corev1.Pod, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	behind := false
+	for i := range pods {
+		exp, ok := e.pods[pods[i].UID]
+		if !ok {
+			continue
+		}
+		if slices.Contains(exp.stale, pods[i].ResourceVersion) {
+			behind = true
+		} else {
+			delete(e.pods, pods[i].UID)
+		}
+	}
+	for uid, exp := range e.pods {
+		if now.Sub(exp.wrote) > expectationTimeout {
+			delete(e.pods, uid)
+		}
+	}
+	return behind
+}
+
+// pending is how many pods have expectations (for tests).
+func (e *podExpectations) pending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.pods)
 }
 
 // +kubebuilder:rbac:groups=mesh.meshlift.io,resources=upgradeplans,verbs=get;list;watch
@@ -104,7 +178,7 @@ func (r *UpgradePlanReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	versionList := &meshv1alpha1.SidecarVersionList{}
-	if err := r.List(ctx, versionList); err != nil {
+	if err := r.List(ctx, versionList, client.UnsafeDisableDeepCopy); err != nil { // read only: the planner never modifies its input
 		return ctrl.Result{}, fmt.Errorf("failed to list SidecarVersions: %w", err)
 	}
 	byName := make(map[string]*meshv1alpha1.SidecarVersion, len(versionList.Items))
@@ -143,12 +217,13 @@ func (r *UpgradePlanReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // meshServices returns the names of the MeshServices the plan governs, and a message for each
 // one an older plan governs instead (those are left out).
 func (r *UpgradePlanReconciler) meshServices(ctx context.Context, plan *meshv1alpha1.UpgradePlan) ([]string, []string, error) {
+	// Both lists are only read: no deep copies.
 	services := &meshv1alpha1.MeshServiceList{}
-	if err := r.List(ctx, services, client.InNamespace(plan.Namespace)); err != nil {
+	if err := r.List(ctx, services, client.InNamespace(plan.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, fmt.Errorf("failed to list MeshServices: %w", err)
 	}
 	plans := &meshv1alpha1.UpgradePlanList{}
-	if err := r.List(ctx, plans, client.InNamespace(plan.Namespace)); err != nil {
+	if err := r.List(ctx, plans, client.InNamespace(plan.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, fmt.Errorf("failed to list UpgradePlans: %w", err)
 	}
 	var governed, conflicts []string
@@ -167,48 +242,31 @@ func (r *UpgradePlanReconciler) meshServices(ctx context.Context, plan *meshv1al
 	return governed, conflicts, nil
 }
 
-// pods lists the pods injected for the governed MeshServices.
+// pods lists the pods injected for the governed MeshServices. They are the cache's own objects
+// (shallow copies that share maps and slices with it), not deep copies: a plan governs up to
+// thousands of pods and reads every one of them on each reconcile, but writes only a few.
+// Nothing may modify them: a pod is written through a copy (rollout.Action.ApplyPatch).
 func (r *UpgradePlanReconciler) pods(ctx context.Context, namespace string, meshServices []string) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
 	for _, name := range meshServices {
 		list := &corev1.PodList{}
-		if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{IndexPodMeshService: name}); err != nil {
+		if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{IndexPodMeshService: name},
+			client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("failed to list the pods of MeshService %s: %w", name, err)
 		}
-		pods = append(pods, list.Items...)
+		if pods == nil {
+			pods = list.Items
+		} else {
+			pods = append(pods, list.Items...)
+		}
 	}
 	return pods, nil
 }
 
-// cacheIsBehind reports whether a pod this process patched still shows its old resourceVersion;
-// it forgets the pods whose newer version arrived, and the pods that are gone.
+// cacheIsBehind reports whether the cache shows one of the plan's pods from before a write of
+// this process (podExpectations).
 func (r *UpgradePlanReconciler) cacheIsBehind(pods []corev1.Pod) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	behind := false
-	seen := make(map[types.UID]bool, len(pods))
-	for i := range pods {
-		seen[pods[i].UID] = true
-		if old, ok := r.stale[pods[i].UID]; ok {
-			if pods[i].ResourceVersion == old {
-				behind = true
-			} else {
-				delete(r.stale, pods[i].UID)
-			}
-		}
-	}
-	for uid := range r.stale {
-		if !seen[uid] {
-			delete(r.stale, uid)
-		}
-	}
-	return behind
-}
-
-func (r *UpgradePlanReconciler) expectNewerThan(pod *corev1.Pod) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stale[pod.UID] = pod.ResourceVersion
+	return r.expectations.behind(pods, r.Clock.Now())
 }
 
 // act carries out the actions; it reports whether it changed anything. An action that fails is
@@ -275,7 +333,6 @@ func (r *UpgradePlanReconciler) apply(ctx context.Context, pod *corev1.Pod, acti
 		if err != nil {
 			return false, err
 		}
-		before := pod.ResourceVersion
 		patch := client.StrategicMergeFrom(pod, client.MergeFromWithOptimisticLock{})
 		if err := r.Patch(ctx, modified, patch); err != nil {
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
@@ -283,7 +340,7 @@ func (r *UpgradePlanReconciler) apply(ctx context.Context, pod *corev1.Pod, acti
 			}
 			return false, fmt.Errorf("failed to patch pod %s for %s: %w", action.Pod, action.Kind, err)
 		}
-		r.expectNewerThan(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: pod.UID, ResourceVersion: before}})
+		r.expectations.wrote(pod.UID, pod.ResourceVersion, modified.ResourceVersion, r.Clock.Now())
 		pod = modified
 		changed = true
 	}
@@ -295,6 +352,8 @@ func (r *UpgradePlanReconciler) apply(ctx context.Context, pod *corev1.Pod, acti
 		if err := r.SubResource("resize").Patch(ctx, modified, client.StrategicMergeFrom(pod)); err != nil && !apierrors.IsNotFound(err) {
 			return changed, fmt.Errorf("failed to resize container %s of pod %s: %w", action.Resize.Container, action.Pod, err)
 		}
+		// A cache that shows the patch but not the resize would ask for the resize again.
+		r.expectations.wrote(pod.UID, pod.ResourceVersion, modified.ResourceVersion, r.Clock.Now())
 		changed = true
 	}
 	if action.Evict {
@@ -404,9 +463,6 @@ func summarize(names []string) string {
 
 // SetupWithManager watches plans, and the pods, MeshServices and SidecarVersions they depend on.
 func (r *UpgradePlanReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.stale == nil {
-		r.stale = map[types.UID]string{}
-	}
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
@@ -429,7 +485,7 @@ func (r *UpgradePlanReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 func (r *UpgradePlanReconciler) plansIn(ctx context.Context, namespace string) []reconcile.Request {
 	plans := &meshv1alpha1.UpgradePlanList{}
-	opts := []client.ListOption{}
+	opts := []client.ListOption{client.UnsafeDisableDeepCopy} // only the names are read, on every pod event
 	if namespace != "" {
 		opts = append(opts, client.InNamespace(namespace))
 	}

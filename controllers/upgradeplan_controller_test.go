@@ -5,21 +5,27 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/controllers"
+	"github.com/meshlift/meshlift/internal/podcache"
 	"github.com/meshlift/meshlift/internal/rollout"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
@@ -34,6 +40,9 @@ type rolloutFixture struct {
 	ns       string
 	from, to *meshv1alpha1.SidecarVersion
 	pods     []string
+	// pendingResize, when set, is the PodResizePending condition the test's kubelet reports
+	// instead of applying a resize: the containers keep reporting the resources they had.
+	pendingResize *corev1.PodCondition
 }
 
 func newRolloutFixture(t *testing.T, prefix string, replicas int, opts ...gen.MeshServiceOption) *rolloutFixture {
@@ -83,6 +92,7 @@ func (f *rolloutFixture) sync(t *testing.T, ready func(pod *corev1.Pod, containe
 			t.Fatal(err)
 		}
 		now := metav1.Now()
+		resizing := false
 		statuses := func(containers []corev1.Container, previous []corev1.ContainerStatus) []corev1.ContainerStatus {
 			var out []corev1.ContainerStatus
 			for _, c := range containers {
@@ -95,6 +105,9 @@ func (f *rolloutFixture) sync(t *testing.T, ready func(pod *corev1.Pod, containe
 						s.RestartCount = p.RestartCount
 						if p.Image != c.Image {
 							s.RestartCount++
+						}
+						if f.pendingResize != nil && p.Resources != nil && !equality.Semantic.DeepEqual(*p.Resources, c.Resources) {
+							s.Resources, resizing = p.Resources, true
 						}
 					}
 				}
@@ -112,6 +125,11 @@ func (f *rolloutFixture) sync(t *testing.T, ready func(pod *corev1.Pod, containe
 			}
 		}
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: allReady, LastTransitionTime: now}}
+		if resizing {
+			pending := *f.pendingResize
+			pending.LastTransitionTime = now
+			pod.Status.Conditions = append(pod.Status.Conditions, pending)
+		}
 		if err := env.Client.Status().Update(ctx, pod); err != nil && !apierrors.IsConflict(err) {
 			t.Fatal(err)
 		}
@@ -385,4 +403,195 @@ func TestAnInPlaceUpgradeOfAPodWithTheReadinessGateWaitsUntilItsEndpointSlicesSt
 		p := f.plan(t, "to-v2")
 		return p.Status.Phase == meshv1alpha1.PhaseSucceeded, fmt.Sprintf("plan %s, counts %+v", p.Status.Phase, p.Status.Counts)
 	})
+}
+
+// podState is the pod's meshlift.io/upgrade record, or nil.
+func podState(pod *corev1.Pod) *rollout.PodState {
+	state, err := rollout.DecodeState(pod.Annotations[meshv1alpha1.AnnotationUpgrade])
+	if err != nil {
+		return nil
+	}
+	return state
+}
+
+// countingSubResources counts the writes a reconciler makes through each subresource
+// (pods/resize): a repeated resize leaves no trace in the API server, since it changes nothing.
+type countingSubResources struct {
+	client.Client
+	mu     sync.Mutex
+	writes map[string]int
+}
+
+func (c *countingSubResources) SubResource(name string) client.SubResourceClient {
+	return countingSubResource{SubResourceClient: c.Client.SubResource(name), name: name, parent: c}
+}
+
+func (c *countingSubResources) count(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes[name]
+}
+
+type countingSubResource struct {
+	client.SubResourceClient
+	name   string
+	parent *countingSubResources
+}
+
+func (c countingSubResource) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	c.parent.mu.Lock()
+	c.parent.writes[c.name]++
+	c.parent.mu.Unlock()
+	return c.SubResourceClient.Patch(ctx, obj, patch, opts...)
+}
+
+// cachedClient is a client that reads from a cache of its own, with the indexes the reconcilers
+// list by, as a second operator process would have.
+func cachedClient(t *testing.T) client.Client {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  podcache.CacheOptions(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Logf("the cache stopped with an error: %v", err)
+		}
+	})
+	return mgr.GetClient()
+}
+
+func TestAResizeTheKubeletDefersKeepsThePodWaitingWithoutAskingAgain(t *testing.T) {
+	ctx := context.Background()
+	const message = "Node didn't have enough resource: cpu, requested: 10, used: 1995, capacity: 2000"
+	f := newRolloutFixture(t, "rollout-deferred", 1)
+	f.pendingResize = &corev1.PodCondition{Type: corev1.PodResizePending, Status: corev1.ConditionTrue, Reason: corev1.PodReasonDeferred, Message: message}
+	plan := gen.UpgradePlan("to-v2", f.to.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+	if err := env.Client.Create(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	want := "the kubelet deferred the resize: " + message
+	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true })
+		p := f.plan(t, "to-v2")
+		return len(p.Status.Pods) == 1 && p.Status.Pods[0].Reason == want, fmt.Sprintf("plan %s, pods %+v", p.Status.Phase, p.Status.Pods)
+	})
+
+	// A second operator process, deciding on the same pod, does not ask for the resize again.
+	counted := &countingSubResources{Client: cachedClient(t), writes: map[string]int{}}
+	reconciler := controllers.NewUpgradePlanReconciler(counted, &events.FakeRecorder{}, rollout.DefaultOptions())
+	key := client.ObjectKey{Namespace: f.ns, Name: f.pods[0]}
+	testenv.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		pod := &corev1.Pod{}
+		if err := counted.Get(ctx, key, pod); err != nil {
+			return false, err.Error()
+		}
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodResizePending {
+				return true, ""
+			}
+		}
+		return false, "the cache has not seen the deferral yet"
+	})
+	for range 3 {
+		if _, err := reconciler.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(plan)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := counted.count("resize"); n != 0 {
+		t.Errorf("the resize was asked for again %d times while the kubelet deferred it", n)
+	}
+
+	time.Sleep(2 * time.Second)
+	f.sync(t, func(*corev1.Pod, string) bool { return true })
+	pod := &f.list(t)[0]
+	idle := sidecar.Container(pod, 2)
+	if state := podState(pod); state == nil || state.Phase != rollout.PodResizingUp || sidecar.ActiveSlot(pod) != 1 ||
+		idle.Image != f.from.Spec.IdleImage || !equality.Semantic.DeepEqual(idle.Resources, f.to.Spec.Resources) {
+		t.Errorf("state %+v, active slot %d, idle slot %s with %v: want slot 2 resized in the spec, waiting, not swapped",
+			state, sidecar.ActiveSlot(pod), idle.Image, idle.Resources)
+	}
+}
+
+func TestAResizeTheKubeletFindsInfeasibleFailsThePodWithTheKubeletsMessage(t *testing.T) {
+	const message = "Node didn't have enough capacity: memory, requested: 33554432, capacity: 16777216"
+	f := newRolloutFixture(t, "rollout-infeasible", 2)
+	f.pendingResize = &corev1.PodCondition{Type: corev1.PodResizePending, Status: corev1.ConditionTrue, Reason: corev1.PodReasonInfeasible, Message: message}
+	plan := gen.UpgradePlan("to-v2", f.to.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+	if err := env.Client.Create(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true })
+		p := f.plan(t, "to-v2")
+		failed := len(p.Status.Pods) == 1 && p.Status.Pods[0].Phase == string(rollout.PodFailed)
+		return p.Status.Phase == meshv1alpha1.PhaseFailed && failed && inFlight(f.list(t)) == 0,
+			fmt.Sprintf("plan %s, counts %+v, pods %+v", p.Status.Phase, p.Status.Counts, p.Status.Pods)
+	})
+	p := f.plan(t, "to-v2")
+	if p.Status.Counts.Failed != 1 || !strings.Contains(p.Status.Pods[0].Reason, message) {
+		t.Errorf("counts %+v, pods %+v: want one pod failed with the kubelet's message", p.Status.Counts, p.Status.Pods)
+	}
+	idleResources := sidecar.DefaultOptions().IdleResources
+	for _, pod := range f.list(t) {
+		if sidecar.Version(&pod) != f.from.Name || sidecar.ActiveSlot(&pod) != 1 ||
+			!equality.Semantic.DeepEqual(sidecar.Container(&pod, 2).Resources, idleResources) {
+			t.Errorf("pod %s: version %s, active slot %d, idle slot resources %v: want it on %s with an idle slot",
+				pod.Name, sidecar.Version(&pod), sidecar.ActiveSlot(&pod), sidecar.Container(&pod, 2).Resources, f.from.Name)
+		}
+	}
+}
+
+// A plan reads every pod it governs on each reconcile but writes only a few: the reconcile must
+// not copy the pods out of the cache. Measured as the allocations each more pod costs, so that
+// what a reconcile costs anyway (plans, versions, status) does not count.
+func TestAReconcileDoesNotCopyThePodsItOnlyReads(t *testing.T) {
+	ctx := context.Background()
+	c := cachedClient(t)
+	reconciler := controllers.NewUpgradePlanReconciler(c, &events.FakeRecorder{}, rollout.DefaultOptions())
+	allocs := func(replicas int) float64 {
+		f := newRolloutFixture(t, fmt.Sprintf("rollout-allocs-%d", replicas), replicas)
+		// Every pod already runs the target: the plan only reads them.
+		plan := gen.UpgradePlan("settled", f.from.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+		if err := env.Client.Create(ctx, plan); err != nil {
+			t.Fatal(err)
+		}
+		req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(plan)}
+		testenv.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+			pods := &corev1.PodList{}
+			if err := c.List(ctx, pods, client.InNamespace(f.ns)); err != nil {
+				return false, err.Error()
+			}
+			p := &meshv1alpha1.UpgradePlan{}
+			if err := c.Get(ctx, req.NamespacedName, p); err != nil {
+				return false, err.Error()
+			}
+			return len(pods.Items) == replicas && p.Status.Phase == meshv1alpha1.PhaseSucceeded,
+				fmt.Sprintf("the cache shows %d pods and a plan %s", len(pods.Items), p.Status.Phase)
+		})
+		return testing.AllocsPerRun(5, func() {
+			if _, err := reconciler.Reconcile(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	few, many := allocs(5), allocs(45)
+	perPod := (many - few) / 40
+	t.Logf("a reconcile allocates %.0f times with 5 pods, %.0f with 45: %.1f per pod", few, many, perPod)
+	if perPod > 10 {
+		t.Errorf("a reconcile allocates %.1f times per pod it reads: it copies them", perPod)
+	}
 }

@@ -5,14 +5,16 @@ package webhooks
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/go-logr/logr"
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -53,8 +55,9 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 	if len(req.Object.Raw) == 0 {
 		return admission.Errored(http.StatusBadRequest, errors.New("meshlift injector: the request carries no pod"))
 	}
+	// Case-sensitive, as the API server decodes: the patch's paths must be the pod's own keys.
 	pod := &corev1.Pod{}
-	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
+	if err := utiljson.Unmarshal(req.Object.Raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("meshlift injector: cannot decode the pod: %w", err))
 	}
 	if pod.Namespace == "" {
@@ -111,12 +114,23 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 	if result.Skipped != "" {
 		return h.skip(ms, pod, req, result.Message, warnings)
 	}
-	injected, err := json.Marshal(result.Pod)
+	// Only what injection owns is patched: a diff against the re-encoded pod would remove the
+	// fields our Go types do not know (those of a newer API server).
+	patch, err := sidecar.InjectionPatch(req.Object.Raw, pod, result.Pod)
 	if err != nil {
-		return h.admitWithout(log, "cannot encode the injected pod", err)
+		return h.admitWithout(log, "cannot compute the injection patch", err)
 	}
 	log.V(1).Info("Injecting sidecar", "meshService", ms.Name, "version", version.Name, "source", resolution.Source)
-	return admission.PatchResponseFromRaw(req.Object.Raw, injected).WithWarnings(warnings...)
+	return patched(patch).WithWarnings(warnings...)
+}
+
+// patched admits the pod with patch.
+func patched(patch []jsonpatch.Operation) admission.Response {
+	resp := admission.Response{Patches: patch, AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true}}
+	if len(patch) > 0 {
+		resp.PatchType = ptr.To(admissionv1.PatchTypeJSONPatch)
+	}
+	return resp
 }
 
 // skip admits the pod without a sidecar, warns the client and records why on the MeshService.

@@ -4,19 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
@@ -388,4 +393,103 @@ func TestPodsAreCreatedWhileTheInjectorIsDown(t *testing.T) {
 		}
 		return !sidecar.IsInjected(pod), "the old configuration still injected"
 	})
+}
+
+// An API server newer than the operator's client sends fields our Go types do not know. The
+// injector's patch must keep them: it adds the sidecar and touches nothing else, so the pod the
+// API server stores is the pod it sent plus the sidecar, and the sidecar is the same as ever.
+func TestTheInjectorKeepsFieldsItDoesNotKnow(t *testing.T) {
+	ns, version := meshed(t, "future", nil)
+	raw := []byte(`{
+		"apiVersion": "v1", "kind": "Pod", "futureTopLevel": {"a": 1},
+		"metadata": {"generateName": "web-", "namespace": "` + ns + `", "labels": {"app": "web"},
+			"annotations": {"team": "shop"}, "futureMetadata": ["x"]},
+		"spec": {
+			"futureSpec": {"nested": [1, 2.5, "three"]},
+			"containers": [{"name": "web", "image": "web:1", "futureContainer": true,
+				"resources": {"requests": {"cpu": "0.5"}}}],
+			"volumes": [{"name": "data", "emptyDir": {}, "futureVolume": 7}]
+		},
+		"status": {"futureStatus": "s"}
+	}`)
+	review := `{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "future",
+		"kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
+		"namespace": "` + ns + `", "operation": "CREATE", "object": ` + string(raw) + `}}`
+	injector := &webhook.Admission{Handler: &webhooks.PodInjector{Reader: mgrCache, Options: sidecar.DefaultOptions(), OperatorNamespace: operatorNamespace}}
+	req := httptest.NewRequest(http.MethodPost, webhooks.PodInjectorPath, strings.NewReader(review))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	injector.ServeHTTP(rec, req)
+	var answer admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &answer); err != nil || answer.Response == nil {
+		t.Fatalf("HTTP %d, not an AdmissionReview (%v): %s", rec.Code, err, rec.Body.String())
+	}
+	if !answer.Response.Allowed || len(answer.Response.Patch) == 0 {
+		t.Fatalf("the pod was not injected: %+v", answer.Response)
+	}
+	patch, err := jsonpatchapply.DecodePatch(answer.Response.Patch)
+	if err != nil {
+		t.Fatalf("the answer carries no valid JSON patch: %v", err)
+	}
+	patched, err := patch.Apply(raw)
+	if err != nil {
+		t.Fatalf("the patch does not apply to the pod: %v", err)
+	}
+
+	var doc map[string]any
+	if err := json.Unmarshal(patched, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, kept := range []struct {
+		path []any // object keys and list indexes
+		want any
+	}{
+		{[]any{"futureTopLevel", "a"}, 1.0},
+		{[]any{"metadata", "futureMetadata", 0}, "x"},
+		{[]any{"metadata", "annotations", "team"}, "shop"},
+		{[]any{"spec", "futureSpec", "nested", 2}, "three"},
+		{[]any{"spec", "containers", 0, "futureContainer"}, true},
+		{[]any{"spec", "containers", 0, "resources", "requests", "cpu"}, "0.5"}, // not re-encoded as 500m
+		{[]any{"spec", "volumes", 0, "futureVolume"}, 7.0},
+		{[]any{"status", "futureStatus"}, "s"},
+	} {
+		if got := lookup(doc, kept.path...); got != kept.want {
+			t.Errorf("%v = %v after the patch, want %v", kept.path, got, kept.want)
+		}
+	}
+
+	// What the Go types see is the pod that sidecar.Inject renders, as before.
+	got, original := &corev1.Pod{}, &corev1.Pod{}
+	if err := json.Unmarshal(patched, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, original); err != nil {
+		t.Fatal(err)
+	}
+	ms := &meshv1alpha1.MeshService{}
+	if err := mgrCache.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "web"}, ms); err != nil {
+		t.Fatal(err)
+	}
+	want := sidecar.Inject(original, ms, version, sidecar.DefaultOptions()).Pod
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("the patched pod differs from the injected pod:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// lookup follows path (object keys and list indexes) in a decoded JSON document; nil if absent.
+func lookup(doc any, path ...any) any {
+	for _, step := range path {
+		switch step := step.(type) {
+		case string:
+			object, _ := doc.(map[string]any)
+			doc = object[step]
+		case int:
+			list, _ := doc.([]any)
+			if step >= len(list) {
+				return nil
+			}
+			doc = list[step]
+		}
+	}
+	return doc
 }

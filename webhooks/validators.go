@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -24,32 +25,44 @@ const (
 
 // These validators decide what one object's CEL rules cannot: rules across objects. They only
 // warn: with GitOps, an UpgradePlan may well be applied before the SidecarVersion it targets, and
-// rejecting it would break the sync. Everything they warn about is also reported in status.
+// rejecting it would break the sync. Everything they warn about is also reported in status. A
+// check whose read fails (the cache not synced, the API server unreachable) is skipped with a
+// warning that says so (couldNotCheck); it never denies.
 
 // UpgradePlanValidator warns about a target that does not exist and about plans it conflicts with.
 type UpgradePlanValidator struct{ Reader client.Reader }
 
 func (v *UpgradePlanValidator) ValidateCreate(ctx context.Context, plan *meshv1alpha1.UpgradePlan) (admission.Warnings, error) {
-	return v.warnings(ctx, plan)
+	return v.warnings(ctx, plan), nil
 }
 
 func (v *UpgradePlanValidator) ValidateUpdate(ctx context.Context, _, plan *meshv1alpha1.UpgradePlan) (admission.Warnings, error) {
-	return v.warnings(ctx, plan)
+	return v.warnings(ctx, plan), nil
 }
 
 func (v *UpgradePlanValidator) ValidateDelete(context.Context, *meshv1alpha1.UpgradePlan) (admission.Warnings, error) {
 	return nil, nil
 }
 
-func (v *UpgradePlanValidator) warnings(ctx context.Context, plan *meshv1alpha1.UpgradePlan) (admission.Warnings, error) {
+func (v *UpgradePlanValidator) warnings(ctx context.Context, plan *meshv1alpha1.UpgradePlan) admission.Warnings {
 	var warnings admission.Warnings
 	w, err := missingVersion(ctx, v.Reader, plan.Spec.TargetVersion, "spec.targetVersion", "the plan waits until it exists")
-	if err != nil {
-		return nil, err
-	}
-	if w != "" {
+	switch {
+	case err != nil:
+		warnings = append(warnings, couldNotCheck(ctx, "whether spec.targetVersion exists", err))
+	case w != "":
 		warnings = append(warnings, w)
 	}
+	conflicts, err := v.conflicts(ctx, plan)
+	if err != nil {
+		return append(warnings, couldNotCheck(ctx, "whether an older UpgradePlan governs the same MeshServices", err))
+	}
+	return append(warnings, conflicts...)
+}
+
+// conflicts warns about the MeshServices that plan selects but an older plan governs.
+func (v *UpgradePlanValidator) conflicts(ctx context.Context, plan *meshv1alpha1.UpgradePlan) (admission.Warnings, error) {
+	var warnings admission.Warnings
 	meshServices := &meshv1alpha1.MeshServiceList{}
 	if err := v.Reader.List(ctx, meshServices, client.InNamespace(plan.Namespace)); err != nil {
 		return nil, fmt.Errorf("failed to list MeshServices: %w", err)
@@ -85,31 +98,32 @@ func (v *UpgradePlanValidator) warnings(ctx context.Context, plan *meshv1alpha1.
 type MeshServiceValidator struct{ Reader client.Reader }
 
 func (v *MeshServiceValidator) ValidateCreate(ctx context.Context, ms *meshv1alpha1.MeshService) (admission.Warnings, error) {
-	return v.warnings(ctx, ms)
+	return v.warnings(ctx, ms), nil
 }
 
 func (v *MeshServiceValidator) ValidateUpdate(ctx context.Context, _, ms *meshv1alpha1.MeshService) (admission.Warnings, error) {
-	return v.warnings(ctx, ms)
+	return v.warnings(ctx, ms), nil
 }
 
 func (v *MeshServiceValidator) ValidateDelete(context.Context, *meshv1alpha1.MeshService) (admission.Warnings, error) {
 	return nil, nil
 }
 
-func (v *MeshServiceValidator) warnings(ctx context.Context, ms *meshv1alpha1.MeshService) (admission.Warnings, error) {
+func (v *MeshServiceValidator) warnings(ctx context.Context, ms *meshv1alpha1.MeshService) admission.Warnings {
 	var warnings admission.Warnings
 	if ms.Spec.Sidecar.Version != "" {
 		w, err := missingVersion(ctx, v.Reader, ms.Spec.Sidecar.Version, "spec.sidecar.version", "new pods are not injected until it exists")
-		if err != nil {
-			return nil, err
-		}
-		if w != "" {
+		switch {
+		case err != nil:
+			warnings = append(warnings, couldNotCheck(ctx, "whether spec.sidecar.version exists", err))
+		case w != "":
 			warnings = append(warnings, w)
 		}
 	}
 	others := &meshv1alpha1.MeshServiceList{}
 	if err := v.Reader.List(ctx, others, client.InNamespace(ms.Namespace)); err != nil {
-		return nil, fmt.Errorf("failed to list MeshServices: %w", err)
+		return append(warnings, couldNotCheck(ctx, "whether spec.selector overlaps another MeshService's",
+			fmt.Errorf("failed to list MeshServices: %w", err)))
 	}
 	var overlapping []string
 	for _, other := range others.Items {
@@ -121,18 +135,18 @@ func (v *MeshServiceValidator) warnings(ctx context.Context, ms *meshv1alpha1.Me
 		warnings = append(warnings, fmt.Sprintf("spec.selector may select the same pods as MeshService %s; "+
 			"a pod selected by several is injected for the oldest", strings.Join(overlapping, ", ")))
 	}
-	return warnings, nil
+	return warnings
 }
 
 // SidecarVersionValidator warns about a second default and about deleting a version in use.
 type SidecarVersionValidator struct{ Reader client.Reader }
 
 func (v *SidecarVersionValidator) ValidateCreate(ctx context.Context, sv *meshv1alpha1.SidecarVersion) (admission.Warnings, error) {
-	return v.defaultWarnings(ctx, sv)
+	return v.defaultWarnings(ctx, sv), nil
 }
 
 func (v *SidecarVersionValidator) ValidateUpdate(ctx context.Context, _, sv *meshv1alpha1.SidecarVersion) (admission.Warnings, error) {
-	return v.defaultWarnings(ctx, sv)
+	return v.defaultWarnings(ctx, sv), nil
 }
 
 func (v *SidecarVersionValidator) ValidateDelete(_ context.Context, sv *meshv1alpha1.SidecarVersion) (admission.Warnings, error) {
@@ -143,13 +157,14 @@ func (v *SidecarVersionValidator) ValidateDelete(_ context.Context, sv *meshv1al
 	return nil, nil
 }
 
-func (v *SidecarVersionValidator) defaultWarnings(ctx context.Context, sv *meshv1alpha1.SidecarVersion) (admission.Warnings, error) {
+func (v *SidecarVersionValidator) defaultWarnings(ctx context.Context, sv *meshv1alpha1.SidecarVersion) admission.Warnings {
 	if !sv.Spec.Default {
-		return nil, nil
+		return nil
 	}
 	all := &meshv1alpha1.SidecarVersionList{}
 	if err := v.Reader.List(ctx, all); err != nil {
-		return nil, fmt.Errorf("failed to list SidecarVersions: %w", err)
+		return admission.Warnings{couldNotCheck(ctx, "whether another SidecarVersion is already the default",
+			fmt.Errorf("failed to list SidecarVersions: %w", err))}
 	}
 	var others []string
 	for _, name := range versions.DefaultClaims(all.Items) {
@@ -159,9 +174,17 @@ func (v *SidecarVersionValidator) defaultWarnings(ctx context.Context, sv *meshv
 	}
 	if len(others) > 0 {
 		return admission.Warnings{fmt.Sprintf("SidecarVersion %s is already the default; while more than one claims spec.default "+
-			"no default is used: unset it on all but one", strings.Join(others, ", "))}, nil
+			"no default is used: unset it on all but one", strings.Join(others, ", "))}
 	}
-	return nil, nil
+	return nil
+}
+
+// couldNotCheck logs a read that failed and returns the warning that admits the object without
+// the check it was for. The validators must never return the error: controller-runtime turns it
+// into a denial, and failurePolicy Ignore only covers a webhook that does not answer.
+func couldNotCheck(ctx context.Context, check string, err error) string {
+	ctrl.LoggerFrom(ctx).Error(err, "Admitting without a check whose read failed", "check", check)
+	return fmt.Sprintf("meshlift could not check %s: %v; admitted without that check", check, err)
 }
 
 // missingVersion returns a warning when the named SidecarVersion does not exist.

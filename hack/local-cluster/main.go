@@ -5,7 +5,7 @@
 //	go run ./hack/local-cluster status        # what runs
 //	go run ./hack/local-cluster load X.tar... # import image tarballs into its containerd
 //	go run ./hack/local-cluster kubeconfig    # print the admin kubeconfig path
-//	go run ./hack/local-cluster down          # stop everything it started and remove its state
+//	go run ./hack/local-cluster down          # stop everything it started, restore the host, remove its state
 //
 // It must run as root. See internal/localcluster for what each step does.
 package main

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,14 +27,19 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/meshlift/meshlift/internal/controlplane/caller"
 	"github.com/meshlift/meshlift/internal/identity"
@@ -238,14 +244,7 @@ func (s *Server) Serve(ctx context.Context, listener net.Listener) error {
 	}
 
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.serving.getCertificate}
-	server := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsConfig)),
-		grpc.MaxRecvMsgSize(maxRequestSize),
-		grpc.MaxConcurrentStreams(maxStreamsPerConnection),
-		grpc.ConnectionTimeout(handshakeTimeout),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-	)
+	server := grpc.NewServer(s.grpcOptions(credentials.NewTLS(tlsConfig))...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(server, aggregatedService{s: s})
 	secretv3.RegisterSecretDiscoveryServiceServer(server, secretService{s: s})
 
@@ -275,6 +274,62 @@ func (s *Server) Serve(ctx context.Context, listener net.Listener) error {
 	}
 	s.log.Info("Stopped serving the control plane")
 	return nil
+}
+
+// grpcOptions are the gRPC server's limits and interceptors, with creds.
+func (s *Server) grpcOptions(creds credentials.TransportCredentials) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(maxRequestSize),
+		grpc.MaxConcurrentStreams(maxStreamsPerConnection),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.ChainStreamInterceptor(s.recoverStream),
+		grpc.ChainUnaryInterceptor(s.recoverUnary),
+	}
+}
+
+// handlerPanics counts the panics the interceptors recovered from. It is registered here rather
+// than with the other metrics because it belongs to the interceptors below.
+var handlerPanics = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "meshlift_control_plane_handler_panics_total",
+	Help: "Panics recovered in the control plane's gRPC handlers, by method; each ended its stream or call with Internal.",
+}, []string{"method"})
+
+func init() {
+	metrics.Registry.MustRegister(handlerPanics)
+}
+
+// recoverStream ends a stream whose handler panicked with Internal. gRPC does not recover
+// handler panics, and this process also runs the controllers and the webhooks: one bad stream
+// must not take them down, nor the other streams. The stream's own deferred cleanup
+// (unregistering it, stopping its rotation timer) runs before the panic reaches here.
+func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer s.recoverHandler(ss.Context(), info.FullMethod, &err)
+	return handler(srv, ss)
+}
+
+// recoverUnary is recoverStream for unary calls (today only Unimplemented ones).
+func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer s.recoverHandler(ctx, info.FullMethod, &err)
+	return handler(ctx, req)
+}
+
+// recoverHandler, deferred by a handler's interceptor, turns a panic into Internal, and logs
+// it with its stack and counts it.
+func (s *Server) recoverHandler(ctx context.Context, method string, err *error) {
+	recovered := recover()
+	if recovered == nil {
+		return
+	}
+	handlerPanics.WithLabelValues(method).Inc()
+	log := s.log.WithValues("method", method)
+	if p, ok := peer.FromContext(ctx); ok {
+		log = log.WithValues("peer", p.Addr.String())
+	}
+	log.Error(fmt.Errorf("panic: %v", recovered), "Recovered from a panic in a control-plane handler", "stack", string(debug.Stack()))
+	*err = status.Error(codes.Internal, "an internal error of the control plane ended this request; retry")
 }
 
 // Addr is the address the server listens on, nil before it does.

@@ -108,9 +108,9 @@ func (a *Authority) Signer() *x509.Certificate { return a.signer }
 // SignWorkload issues a leaf for spiffeID (the only SAN) with the given public key, valid for
 // lifetime from now and never beyond the signer. Usable for both TLS client and server auth.
 func (a *Authority) SignWorkload(pub crypto.PublicKey, spiffeID string, lifetime time.Duration, now time.Time) (*Leaf, error) {
-	uri, err := url.Parse(spiffeID)
-	if err != nil || uri.Scheme != "spiffe" {
-		return nil, fmt.Errorf("%q is not a SPIFFE ID", spiffeID)
+	uri, err := ParseSPIFFEID(spiffeID)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		URIs:                  []*url.URL{uri},

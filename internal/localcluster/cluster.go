@@ -71,7 +71,8 @@ func (c *Cluster) step(name string, run func() error) error {
 	return nil
 }
 
-// Up starts the cluster, or reuses it when it is already healthy.
+// Up starts the cluster, or reuses it when it is already healthy. It refuses to start on a
+// machine that is a Kubernetes node, and records the host before changing it (see HostState).
 func (c *Cluster) Up(ctx context.Context) error {
 	start := time.Now()
 	if err := requireRoot(); err != nil {
@@ -83,19 +84,42 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.step("Checking Kubernetes binaries in "+c.Layout.BinDir, c.ensureBinaries); err != nil {
 		return err
 	}
-	if err := c.step("Enabling IP forwarding and bridge netfilter", enableForwarding); err != nil {
-		return err
-	}
-	if err := c.step("Keeping cluster addresses on this machine (routes to bridge "+c.Config.Bridge+")", c.routeClusterCIDRsLocally); err != nil {
-		return err
-	}
 	if healthy, why := c.healthy(ctx); healthy {
 		c.say("==> The cluster is already up and healthy; reusing it")
+		if _, recorded, _ := LoadHostState(c.Layout.HostStateFile()); !recorded {
+			c.say("    warning: an older version started it without recording the host; down removes what that version created by name and cannot restore kernel settings")
+		}
 		c.printSummary(time.Since(start))
 		return nil
-	} else if c.anyRunning() {
-		c.say("==> A previous cluster is partly running (%s); taking it down first", why)
-		if err := c.Down(ctx); err != nil {
+	} else {
+		// Before anything else: a previous cluster's down must not run on a node either.
+		previous := c.previousCluster()
+		if err := c.step("Checking that this machine is not a Kubernetes node", func() error { return c.refuseKubernetesNode(previous) }); err != nil {
+			return err
+		}
+		if previous.Exists {
+			c.say("==> A previous cluster is left in %s (%s); taking it down first", c.Layout.StateDir, why)
+			if err := c.Down(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	hostSteps := []func() error{
+		func() error {
+			return c.step("Recording iptables rules, kernel settings, routes and directories before changing them (down restores them)", c.recordHostState)
+		},
+		func() error { return c.step("Enabling IP forwarding and bridge netfilter", c.enableForwarding) },
+		func() error {
+			return c.step("Keeping cluster addresses on this machine (routes to bridge "+c.Config.Bridge+")", c.routeClusterCIDRsLocally)
+		},
+		func() error {
+			return c.step("Creating the kubelet's cgroup root "+c.Config.CgroupRoot+" in every cgroup hierarchy", func() error {
+				return createClusterCgroups(ClusterCgroupDirs(CgroupHierarchies(), c.Config.CgroupRoot))
+			})
+		},
+	}
+	for _, run := range hostSteps {
+		if err := run(); err != nil {
 			return err
 		}
 	}
@@ -290,23 +314,25 @@ func (c *Cluster) writeFiles() error {
 }
 
 // enableForwarding lets pods reach each other and the outside through the bridge, and makes
-// bridged traffic pass iptables so kube-proxy's Service rules apply to it.
-func enableForwarding() error {
-	settings := map[string]string{
-		"/proc/sys/net/ipv4/ip_forward":                "1",
-		"/proc/sys/net/bridge/bridge-nf-call-iptables": "1",
+// bridged traffic pass iptables so kube-proxy's Service rules apply to it. The values before are
+// in the host record; a module it loads is added to it.
+func (c *Cluster) enableForwarding() error {
+	settings := []Sysctl{
+		{Path: "net/ipv4/ip_forward", Value: "1"},
+		{Path: "net/bridge/bridge-nf-call-iptables", Value: "1"},
 	}
-	for file, value := range settings {
-		if err := os.WriteFile(file, []byte(value), 0o644); err != nil {
-			if errors.Is(err, os.ErrNotExist) && strings.Contains(file, "bridge") {
-				if err := exec.Command("modprobe", "br_netfilter").Run(); err == nil {
-					err = os.WriteFile(file, []byte(value), 0o644)
-				}
-				if err == nil {
-					continue
+	for _, setting := range settings {
+		err := ProcSys{}.Write(setting.Path, setting.Value)
+		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(setting.Path, "net/bridge/") {
+			if err = exec.Command("modprobe", "br_netfilter").Run(); err == nil {
+				c.say("    loaded the br_netfilter module (down unloads it)")
+				if err = c.updateHostState(func(s *HostState) { s.LoadedModules = append(s.LoadedModules, "br_netfilter") }); err == nil {
+					err = ProcSys{}.Write(setting.Path, setting.Value)
 				}
 			}
-			return fmt.Errorf("failed to set %s: %w", file, err)
+		}
+		if err != nil {
+			return fmt.Errorf("failed to set %s: %w", setting.Path, err)
 		}
 	}
 	return nil
@@ -333,6 +359,127 @@ func (c *Cluster) routeClusterCIDRsLocally() error {
 		}
 	}
 	return nil
+}
+
+// previousCluster reports what a local cluster of ours left in the state directory.
+func (c *Cluster) previousCluster() PreviousCluster {
+	previous := PreviousCluster{StateDir: c.Layout.StateDir}
+	if _, err := os.Stat(c.Layout.StateDir); err != nil {
+		return previous
+	}
+	previous.Exists = true
+	if state, recorded, err := LoadHostState(c.Layout.HostStateFile()); recorded {
+		previous.Recorded = &state
+	} else if err != nil {
+		c.say("    warning: %v; treating %s as left by an older version", err, c.Layout.StateDir)
+	}
+	sup := c.supervisor()
+	for _, name := range StartOrder {
+		if pid, ok := sup.Running(name); ok {
+			previous.PIDs = append(previous.PIDs, pid)
+		}
+	}
+	return previous
+}
+
+// refuseKubernetesNode fails when this machine already is a Kubernetes node (see
+// KubernetesNodeFindings), naming what it found.
+func (c *Cluster) refuseKubernetesNode(previous PreviousCluster) error {
+	dumps := map[string]IptablesRuleset{}
+	for _, family := range IptablesFamilies {
+		dump, err := saveIptables(family)
+		if err != nil {
+			continue // unusable here: nothing can have programmed it
+		}
+		ruleset, err := ParseIptablesSave(dump)
+		if err != nil {
+			return err
+		}
+		dumps[family.Save] = ruleset
+	}
+	findings := KubernetesNodeFindings(observeNodeFacts(dumps, CgroupHierarchies()), previous)
+	if len(findings) == 0 {
+		c.say("    no kubelet or kube-proxy, no node configuration, no foreign KUBE-* iptables chain or kubepods cgroup")
+		return nil
+	}
+	return fmt.Errorf("this machine looks like a Kubernetes node, and the local cluster (its own kubelet, "+
+		"kube-proxy and cleanup) would rewrite that node's iptables rules, cgroups and kernel settings, so it does not start here:\n  - %s\n"+
+		"Use a machine that is not a node, or remove that Kubernetes installation first (e.g. `kubeadm reset`); "+
+		"if these are leftovers of a local cluster whose state directory %s is gone, remove them by hand",
+		strings.Join(findings, "\n  - "), c.Layout.StateDir)
+}
+
+// recordHostState writes the host record before anything changes: the kernel settings the
+// cluster's components write, every iptables chain and rule, whether the bridge exists, the routes
+// to the cluster's CIDRs and which of the host directories components create are absent.
+func (c *Cluster) recordHostState() error {
+	var interfaces []string
+	if entries, err := os.ReadDir("/proc/sys/net/ipv4/conf"); err == nil {
+		for _, e := range entries {
+			interfaces = append(interfaces, e.Name())
+		}
+	}
+	state := HostState{
+		Version:    hostStateVersion,
+		RecordedAt: time.Now().UTC(),
+		Sysctls:    RecordSysctls(ProcSys{}, SysctlsToRecord(interfaces)),
+	}
+	rules := 0
+	for _, family := range IptablesFamilies {
+		snapshot := IptablesSnapshot{Save: family.Save}
+		if dump, err := saveIptables(family); err != nil {
+			snapshot.Error = err.Error()
+		} else {
+			snapshot.Dump = dump
+			ruleset, err := ParseIptablesSave(dump)
+			if err != nil {
+				return err
+			}
+			for _, table := range ruleset {
+				rules += len(table.Rules)
+			}
+		}
+		state.Iptables = append(state.Iptables, snapshot)
+	}
+	_, err := net.InterfaceByName(c.Config.Bridge)
+	state.BridgeExisted = err == nil
+	if state.BridgeExisted {
+		c.say("    bridge %s exists already: the cluster uses it and down leaves it", c.Config.Bridge)
+	}
+	for _, cidr := range c.Config.LocalCIDRs {
+		out, err := exec.Command("ip", "-4", "route", "show", "exact", cidr).Output()
+		if err != nil {
+			return fmt.Errorf("ip route show exact %s: %w", cidr, err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				state.Routes = append(state.Routes, line)
+			}
+		}
+	}
+	for _, dir := range HostDirsComponentsCreate {
+		if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+			state.AbsentHostDirs = append(state.AbsentHostDirs, dir)
+		}
+	}
+	if err := state.Save(c.Layout.HostStateFile()); err != nil {
+		return fmt.Errorf("failed to record the host: %w", err)
+	}
+	c.say("    %d kernel settings, %d iptables rules, %d routes to the cluster's CIDRs in %s",
+		len(state.Sysctls), rules, len(state.Routes), c.Layout.HostStateFile())
+	return nil
+}
+
+func (c *Cluster) updateHostState(change func(*HostState)) error {
+	state, recorded, err := LoadHostState(c.Layout.HostStateFile())
+	if err != nil {
+		return err
+	}
+	if !recorded {
+		return fmt.Errorf("no host record in %s", c.Layout.HostStateFile())
+	}
+	change(&state)
+	return state.Save(c.Layout.HostStateFile())
 }
 
 func (c *Cluster) waitEtcd(ctx context.Context) error {
@@ -508,16 +655,6 @@ func (c *Cluster) run(name string, args ...string) error {
 	return cmd.Run()
 }
 
-func (c *Cluster) anyRunning() bool {
-	sup := c.supervisor()
-	for _, name := range StartOrder {
-		if _, ok := sup.Running(name); ok {
-			return true
-		}
-	}
-	return false
-}
-
 // healthy reports whether every component runs and the node is Ready; otherwise it says why not.
 func (c *Cluster) healthy(ctx context.Context) (bool, string) {
 	sup := c.supervisor()
@@ -584,12 +721,33 @@ func (c *Cluster) importImage(ctx context.Context, tarball string) error {
 	return nil
 }
 
-// Down stops every process `up` started, removes the pods' sandboxes (and with them their network
-// namespaces and mounts), cleans up kube-proxy's iptables rules, the bridge and the pod cgroups,
-// unmounts what is left under the state directory and removes it.
+// Down stops every process `up` started and removes the pods' sandboxes (and with them their
+// network namespaces and mounts). Then it changes the host back to the record `up` made: it
+// removes the cluster's cgroups, the iptables chains and rules the cluster created, the bridge and
+// routes it added, unloads modules it loaded, writes back the kernel settings and removes the
+// host directories components created. Finally it removes the state directory. For a state
+// directory of an older version, which recorded nothing, it removes what that version created by
+// name and leaves kernel settings as they are.
 func (c *Cluster) Down(ctx context.Context) error {
 	if err := requireRoot(); err != nil {
 		return err
+	}
+	if _, err := os.Stat(c.Layout.StateDir); errors.Is(err, os.ErrNotExist) {
+		if procs, mounts := c.Leftovers(); len(procs) > 0 || len(mounts) > 0 {
+			return fmt.Errorf("no state directory %s, but left behind: processes %v, mounts %v", c.Layout.StateDir, procs, mounts)
+		}
+		c.say("No local cluster in %s: nothing to take down.", c.Layout.StateDir)
+		return nil
+	}
+	var record *HostState
+	if state, recorded, err := LoadHostState(c.Layout.HostStateFile()); recorded {
+		record = &state
+	} else {
+		if err != nil {
+			c.say("warning: %v", err)
+		}
+		c.say("warning: %s has no host record (an older version started this cluster): removing what that version "+
+			"created by name (KUBE-* and CNI-* iptables chains, top-level kubepods cgroups); kernel settings stay as they are", c.Layout.StateDir)
 	}
 	sup := c.supervisor()
 	stop := func(name string) error {
@@ -608,17 +766,7 @@ func (c *Cluster) Down(ctx context.Context) error {
 			return c.removeSandboxes(removeCtx)
 		}))
 	}
-	errs = append(errs, c.step("Stopping kube-proxy and removing its iptables rules", func() error {
-		if err := stop(KubeProxy); err != nil {
-			return err
-		}
-		if _, err := os.Stat(c.Layout.Binary("kube-proxy")); err == nil {
-			// Best effort: rules of a kube-proxy that never started are absent anyway.
-			_ = exec.Command(c.Layout.Binary("kube-proxy"), "--cleanup").Run()
-		}
-		removeKubeletChains()
-		return nil
-	}))
+	errs = append(errs, c.step("Stopping kube-proxy", func() error { return stop(KubeProxy) }))
 	errs = append(errs, c.step("Stopping the control plane and containerd", func() error {
 		var errs []error
 		for _, name := range []string{KubeScheduler, KubeControllerManager, KubeAPIServer, Etcd, Containerd} {
@@ -630,19 +778,47 @@ func (c *Cluster) Down(ctx context.Context) error {
 		}
 		return errors.Join(errs...)
 	}))
-	errs = append(errs, c.step("Removing mounts, the bridge, pod cgroups and "+c.Layout.StateDir, func() error {
+	errs = append(errs, c.step("Removing the cluster's cgroups ("+c.Config.CgroupRoot+" in every hierarchy)", func() error {
+		hierarchies := CgroupHierarchies()
+		killed, err := removeClusterCgroups(ClusterCgroupDirs(hierarchies, c.Config.CgroupRoot))
+		if killed > 0 {
+			c.say("    killed %d processes left in them", killed)
+		}
+		if record == nil {
+			err = errors.Join(err, removeLegacyKubepodsCgroups(hierarchies))
+		}
+		return err
+	}))
+	errs = append(errs, c.step("Unmounting what is left under "+c.Layout.StateDir, func() error {
 		var errs []error
 		for _, mount := range MountsUnder(c.Layout.StateDir) {
 			if err := unix.Unmount(mount, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("failed to unmount %s: %w", mount, err))
 			}
 		}
-		if _, err := net.InterfaceByName(c.Config.Bridge); err == nil {
-			errs = append(errs, exec.Command("ip", "link", "delete", c.Config.Bridge).Run())
-		}
-		removePodCgroups()
-		errs = append(errs, os.RemoveAll(c.Layout.StateDir))
 		return errors.Join(errs...)
+	}))
+	// A failure from here on leaves the host record, so that down can be run again.
+	var leftIptables, leftDirs bool
+	hostErrs := []error{
+		c.step("Removing the iptables chains and rules the cluster created", func() (err error) {
+			leftIptables, err = c.removeIptables(record)
+			return err
+		}),
+		c.step("Removing the bridge "+c.Config.Bridge+" and restoring routes", func() error { return c.removeBridge(record) }),
+		c.step("Restoring kernel settings and modules", func() error { return c.restoreKernel(record) }),
+		c.step("Removing host directories the components created", func() (err error) {
+			leftDirs, err = c.removeHostDirs(record)
+			return err
+		}),
+	}
+	errs = append(errs, hostErrs...)
+	errs = append(errs, c.step("Removing "+c.Layout.StateDir, func() error {
+		if errors.Join(hostErrs...) == nil {
+			return os.RemoveAll(c.Layout.StateDir)
+		}
+		c.say("    keeping %s: run down again to retry", c.Layout.HostStateFile())
+		return removeAllBut(c.Layout.StateDir, c.Layout.HostStateFile())
 	}))
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -650,8 +826,135 @@ func (c *Cluster) Down(ctx context.Context) error {
 	if procs, mounts := c.Leftovers(); len(procs) > 0 || len(mounts) > 0 {
 		return fmt.Errorf("left behind after down: processes %v, mounts %v", procs, mounts)
 	}
-	c.say("Local cluster is down; nothing of it is left running or mounted.")
+	switch {
+	case record == nil:
+		c.say("Local cluster is down; nothing of it is left running or mounted. Kernel settings were not restored (no record).")
+	case leftIptables || leftDirs:
+		c.say("Local cluster is down; nothing of it is left running or mounted, and what it changed on the host is restored. What appeared meanwhile and is not the cluster's is left in place (listed above).")
+	default:
+		c.say("Local cluster is down; nothing of it is left running or mounted, and the host is as up found it.")
+	}
 	return nil
+}
+
+// removeIptables removes, for each iptables family, the chains and rules PlanIptablesCleanup
+// attributes to the cluster, and reports what appeared meanwhile but is not the cluster's.
+func (c *Cluster) removeIptables(record *HostState) (left bool, err error) {
+	var errs []error
+	for _, family := range IptablesFamilies {
+		var before IptablesRuleset
+		if record != nil {
+			var ok bool
+			var err error
+			if before, ok, err = record.IptablesBefore(family.Save); err != nil {
+				errs = append(errs, err)
+				continue
+			} else if !ok {
+				continue // unusable when up ran: nothing of the cluster is in it
+			}
+		}
+		removed, kept, err := cleanIptables(family, before, IptablesOwner{CNINetwork: CNINetwork})
+		if err != nil && record == nil {
+			continue // an older version's cluster: best effort (the family may be unusable here)
+		}
+		errs = append(errs, err)
+		for _, what := range removed {
+			c.say("    %s: removed %s", family.Save, what)
+		}
+		for _, what := range kept {
+			c.say("    %s: left in place (appeared while the cluster ran, not the cluster's): %s", family.Save, what)
+			left = true
+		}
+	}
+	return left, errors.Join(errs...)
+}
+
+// removeBridge deletes the pod bridge when up created it (its routes go with it), else only the
+// routes up added, and adds back the routes to the cluster's CIDRs that existed before.
+func (c *Cluster) removeBridge(record *HostState) error {
+	bridge := c.Config.Bridge
+	if _, err := net.InterfaceByName(bridge); err == nil {
+		if record == nil || !record.BridgeExisted {
+			if out, err := exec.Command("ip", "link", "delete", bridge).CombinedOutput(); err != nil {
+				return fmt.Errorf("ip link delete %s: %w: %s", bridge, err, out)
+			}
+		} else {
+			for _, cidr := range c.Config.LocalCIDRs {
+				_ = exec.Command("ip", "route", "del", cidr, "dev", bridge).Run()
+			}
+		}
+	}
+	if record == nil {
+		return nil
+	}
+	var errs []error
+	for _, route := range record.Routes {
+		if out, err := exec.Command("ip", append([]string{"-4", "route", "replace"}, strings.Fields(route)...)...).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("failed to restore route %q: %w: %s", route, err, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// restoreKernel unloads the modules up loaded and writes back the recorded kernel settings.
+func (c *Cluster) restoreKernel(record *HostState) error {
+	if record == nil {
+		var now []string
+		for _, s := range RecordSysctls(ProcSys{}, SysctlsWritten) {
+			now = append(now, s.Path+"="+s.Value)
+		}
+		c.say("    not restored (no record of their values before): %s", strings.Join(now, " "))
+		return nil
+	}
+	var errs []error
+	for _, module := range record.LoadedModules {
+		if out, err := exec.Command("modprobe", "-r", module).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("failed to unload module %s: %w: %s", module, err, out))
+		}
+	}
+	written, err := RestoreSysctls(ProcSys{}, record.Sysctls)
+	for _, s := range written {
+		c.say("    %s = %s", s.Path, s.Value)
+	}
+	return errors.Join(append(errs, err)...)
+}
+
+// removeHostDirs removes the host directories components created (absent when up recorded the
+// host) when nothing but what the cluster left is in them (see CreatedTreeLeftover).
+func (c *Cluster) removeHostDirs(record *HostState) (left bool, err error) {
+	if record == nil {
+		return false, nil
+	}
+	ourIDs := ContainerdIDs(c.Layout.CRIDir())
+	var errs []error
+	for _, dir := range record.AbsentHostDirs {
+		removed, leftover, err := RemoveCreatedTree(dir, c.Layout.StateDir, ourIDs)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case removed:
+			c.say("    removed %s", dir)
+		case leftover != "":
+			c.say("    left %s in place: it holds %s, which is not the cluster's", dir, leftover)
+			left = true
+		}
+	}
+	return left, errors.Join(errs...)
+}
+
+// removeAllBut empties dir except for the file keep.
+func removeAllBut(dir, keep string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if path := filepath.Join(dir, e.Name()); path != filepath.Clean(keep) {
+			errs = append(errs, os.RemoveAll(path))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Cluster) removeSandboxes(ctx context.Context) error {
@@ -765,26 +1068,6 @@ func killProcessesMentioning(needle string) int {
 		}
 	}
 	return killed
-}
-
-// removePodCgroups removes the kubelet's pod cgroups (kubepods*) of every cgroup v1 controller
-// and of the unified hierarchy, deepest first. Busy cgroups stay; nothing runs in them after the
-// sandboxes are gone.
-func removePodCgroups() {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*")
-	unified, _ := filepath.Glob("/sys/fs/cgroup/kubepods*")
-	for _, root := range append(roots, unified...) {
-		var dirs []string
-		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, path)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			_ = unix.Rmdir(dirs[i])
-		}
-	}
 }
 
 const capSysResource = 24

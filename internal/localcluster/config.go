@@ -29,7 +29,13 @@ type Config struct {
 	// this machine instead of following the default route out of it.
 	LocalCIDRs   []string
 	SandboxImage string
+	// CgroupRoot is the kubelet's cgroupRoot: its kubepods hierarchy lives under this cgroup,
+	// which `up` creates and `down` removes in every cgroup hierarchy.
+	CgroupRoot string
 }
+
+// CNINetwork names the pod network; the CNI plugins mark their iptables rules with it.
+const CNINetwork = "meshlift"
 
 // DefaultConfig is the cluster `up` builds; only the node IP is detected.
 func DefaultConfig(nodeIP net.IP) Config {
@@ -45,6 +51,7 @@ func DefaultConfig(nodeIP net.IP) Config {
 		Bridge:       "mlbr0",
 		LocalCIDRs:   []string{"10.96.0.0/16", "10.244.0.0/16"},
 		SandboxImage: "meshlift.local/pause:1",
+		CgroupRoot:   "/meshlift-local",
 	}
 }
 
@@ -79,6 +86,8 @@ func (l Layout) CNIDataDir() string            { return l.path("cni", "ipam") }
 func (l Layout) KubeletRootDir() string        { return l.path("kubelet") }
 func (l Layout) PodLogsDir() string            { return l.path("pod-logs") }
 func (l Layout) RuncWrapper() string           { return l.path("bin", "runc-oom-wrapper") }
+func (l Layout) HostStateFile() string         { return l.path("host-state.json") }
+func (l Layout) CRIDir() string                { return l.path("containerd", "root", "io.containerd.grpc.v1.cri") }
 func (l Layout) Binary(name string) string     { return filepath.Join(l.BinDir, name) }
 
 // Process is a command the cluster runs.
@@ -165,8 +174,9 @@ func Processes(l Layout, c Config, containerdBinary string) map[string]Process {
 	}
 }
 
-// ContainerdConfig renders containerd's configuration: its own root, state and socket under the
-// state directory (so it does not disturb another containerd on the machine), the locally built
+// ContainerdConfig renders containerd's configuration: its own root, state, socket, runc state and
+// pod network namespaces under the state directory (so it does not disturb another containerd on
+// the machine, and down finds them there), the locally built
 // pause image, cgroupfs, CNI from Debian's plugins, and runcBinary as the OCI runtime.
 func ContainerdConfig(l Layout, c Config, runcBinary string) string {
 	q := strconv.Quote
@@ -187,6 +197,8 @@ func ContainerdConfig(l Layout, c Config, runcBinary string) string {
 		``,
 		`[plugins."io.containerd.grpc.v1.cri"]`,
 		`  sandbox_image = ` + q(c.SandboxImage),
+		// The pods' network namespaces are mounted under the state directory, not /run/netns.
+		`  netns_mounts_under_state_dir = true`,
 		`  [plugins."io.containerd.grpc.v1.cri".containerd]`,
 		`    snapshotter = "overlayfs"`,
 		`    default_runtime_name = "runc"`,
@@ -195,6 +207,7 @@ func ContainerdConfig(l Layout, c Config, runcBinary string) string {
 		`      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]`,
 		`        SystemdCgroup = false`,
 		`        BinaryName = ` + q(runcBinary),
+		`        Root = ` + q(l.path("containerd", "runc")), // runc's state, not /run/containerd/runc
 		`  [plugins."io.containerd.grpc.v1.cri".cni]`,
 		`    bin_dir = "/usr/lib/cni"`,
 		`    conf_dir = ` + q(l.CNIConfDir()),
@@ -207,7 +220,7 @@ func ContainerdConfig(l Layout, c Config, runcBinary string) string {
 func CNIConflist(l Layout, c Config) ([]byte, error) {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
-		"name":       "meshlift",
+		"name":       CNINetwork,
 		"plugins": []any{
 			map[string]any{
 				"type": "bridge", "bridge": c.Bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
@@ -225,9 +238,10 @@ func CNIConflist(l Layout, c Config) ([]byte, error) {
 }
 
 // KubeletConfig renders the KubeletConfiguration for this machine: cgroupfs on the cgroup v1
-// host, no swap check, low eviction thresholds (the kubelet cannot read filesystem stats here),
-// no image garbage collection (images are loaded locally and cannot be pulled again) and no
-// negative oom_score_adj for itself.
+// host, pods under the cluster's own cgroup (cgroupRoot, so down removes exactly the cgroups the
+// kubelet created), no swap check, low eviction thresholds (the kubelet cannot read filesystem
+// stats here), no image garbage collection (images are loaded locally and cannot be pulled again)
+// and no negative oom_score_adj for itself.
 func KubeletConfig(l Layout, c Config) ([]byte, error) {
 	pki := l.PKI()
 	return yaml.Marshal(map[string]any{
@@ -240,6 +254,7 @@ func KubeletConfig(l Layout, c Config) ([]byte, error) {
 		},
 		"authorization":                 map[string]any{"mode": "Webhook"},
 		"cgroupDriver":                  "cgroupfs",
+		"cgroupRoot":                    c.CgroupRoot,
 		"failCgroupV1":                  false,
 		"failSwapOn":                    false,
 		"containerRuntimeEndpoint":      "unix://" + l.ContainerdSocket(),

@@ -56,6 +56,7 @@ func TestContainerdConfigKeepsContainerdInTheStateDirectory(t *testing.T) {
 		`root = "/var/lib/ml/containerd/root"`, `state = "/var/lib/ml/containerd/state"`,
 		`address = "/var/lib/ml/containerd/containerd.sock"`, `sandbox_image = "meshlift.local/pause:1"`,
 		`SystemdCgroup = false`, `BinaryName = "/var/lib/ml/bin/runc-oom-wrapper"`, `conf_dir = "/var/lib/ml/cni/net.d"`,
+		`netns_mounts_under_state_dir = true`, `Root = "/var/lib/ml/containerd/runc"`,
 	} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("containerd config lacks %s:\n%s", want, conf)

@@ -72,6 +72,7 @@ func TestInstallOrderAndNames(t *testing.T) {
 		"CustomResourceDefinition /sidecarversions.mesh.meshlift.io",
 		"CustomResourceDefinition /upgradeplans.mesh.meshlift.io",
 		"Service " + ns + "/meshlift-control-plane",
+		"PodDisruptionBudget " + ns + "/meshlift-controller-manager",
 		"ClusterRole /meshlift-editor-role",
 		"ClusterRole /meshlift-metrics-reader",
 		"ClusterRole /meshlift-viewer-role",

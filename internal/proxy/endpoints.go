@@ -9,9 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshlift/meshlift/internal/identity"
 )
 
 // Endpoint is one address of an upstream cluster and the identity its certificate must carry
@@ -167,9 +168,8 @@ func validateEndpoint(ep Endpoint) error {
 	if _, err := netip.ParseAddrPort(ep.Address); err != nil {
 		return fmt.Errorf("endpoint address %q is not ip:port: %w", ep.Address, err)
 	}
-	u, err := url.Parse(ep.Identity)
-	if err != nil || u.Scheme != "spiffe" || u.Host == "" || u.Path == "" {
-		return fmt.Errorf("endpoint %s: identity %q is not a SPIFFE ID", ep.Address, ep.Identity)
+	if _, err := identity.ParseSPIFFEID(ep.Identity); err != nil {
+		return fmt.Errorf("endpoint %s: %w", ep.Address, err)
 	}
 	return nil
 }

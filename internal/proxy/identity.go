@@ -282,11 +282,11 @@ func spiffeIDOf(leaf *x509.Certificate) (string, error) {
 	if len(leaf.URIs) != 1 {
 		return "", fmt.Errorf("%w: it has %d URI SANs", errBadIdentity, len(leaf.URIs))
 	}
-	u := leaf.URIs[0]
-	if u.Scheme != "spiffe" || u.Host == "" || u.Path == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("%w: %q is not a SPIFFE ID", errBadIdentity, u.String())
+	id := leaf.URIs[0].String()
+	if _, err := identity.ParseSPIFFEID(id); err != nil {
+		return "", fmt.Errorf("%w: %w", errBadIdentity, err)
 	}
-	return u.String(), nil
+	return id, nil
 }
 
 // spiffeID is spiffeIDOf for our own trust domain.

@@ -46,6 +46,17 @@
 // slot down. A pod never lacks an active proxy: the active-slot annotation only ever names a
 // slot whose image is a proxy.
 //
+// A resize counts once the kubelet applied it, not once the spec has it: the container's
+// status.containerStatuses[].resources report the resources and the pod has no PodResizeInProgress
+// condition, nor a PodResizePending one that could be this resize (slotResize). A resize already in
+// the spec is not asked for again while the kubelet works on it or defers it (Deferred: the pod
+// waits, its status.pods record says why, until progressDeadlineSeconds); one it refuses
+// (Infeasible) fails the pod with the kubelet's message, like any other failure. A kubelet that
+// reports no resources in container statuses is trusted with the spec once no resize condition
+// is left. The retired slot's shrink does not fail a pod whose new proxy already took over: one
+// the kubelet refuses, or does not apply within progressDeadlineSeconds, ends the upgrade with the
+// slot's resources as they are and says so in the pod's record.
+//
 // InPlace: ExcludeFromEndpoints (meshlift.io/eds-excluded, and the proxy-ready gate False when the
 // pod has it) -> Draining (until Input.Drain confirms it: every control-plane replica's
 // acknowledgement on the pod, and out of its EndpointSlices when it has the gate; at most

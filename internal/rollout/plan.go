@@ -179,6 +179,12 @@ type podInfo struct {
 	ready bool
 	// malformed pods have an annotation the planner cannot read; they are never acted on.
 	malformed bool
+	// workload names the workload that rolls the pod's template out ("" for none);
+	// workloadRollingOut is set when it has pods of several revisions.
+	workload           string
+	workloadRollingOut bool
+	// failReason says why the pod fails its health gate now ("" when it does not).
+	failReason string
 }
 
 type planner struct {
@@ -191,6 +197,14 @@ type planner struct {
 	opts     Options
 	res      Result
 	requeue  time.Duration
+	// failed counts the pods whose upgrade to the target failed; past maxFailedPods
+	// (tooManyFailures) the plan applies failurePolicy, rollbackMode for Rollback.
+	failed          int32
+	tooManyFailures bool
+	rollbackMode    bool
+	// waiting says, by pod name, what an in-flight pod that is not acted on waits for (the
+	// reason of its status.pods record; it is not written to the pod).
+	waiting map[string]string
 }
 
 // Plan makes one decision for the plan. It is pure and deterministic: the same input gives the
@@ -231,17 +245,51 @@ func Plan(in Input) (Result, error) {
 	return p.res, nil
 }
 
+// run makes the decision in the order its concepts depend on each other: who is in the plan,
+// whether failures changed its mode, where the pods in flight go next and where the others
+// stand, how many pods may start, what phase that puts the plan in, and the starts themselves.
 func (p *planner) run() error {
-	name, target := p.plan.Name, p.target.Name
-	var (
-		members        []podInfo
-		evicting       int32 // terminating pods this plan evicted: unavailable until gone
-		revisions      = map[string]string{}
-		rollingOut     = map[string]bool{}
-		workloadOfPods = make([]string, 0, len(p.in.Pods))
-	)
+	members, evicting := p.admit()
+	p.res.Counts.Total = int32(len(members))
+	p.assessFailures(members)
+	fleet := p.advanceAndSort(members)
+	fleet.unavailable += evicting
+	p.res.Counts.Updated, p.res.Counts.Ready, p.res.Counts.Failed = fleet.updated, fleet.ready, p.failed
+	p.res.InFlight = fleet.inFlight
+	budget, err := p.budget(fleet.unavailable)
+	if err != nil {
+		return err
+	}
+	starts := p.choose(&fleet, budget)
+	p.startPods(starts, &fleet)
+	p.finish(members)
+	return nil
+}
 
-	// Pass 1: who is in the plan at all.
+// census is where the plan's members stand, counted while the pods in flight advance.
+type census struct {
+	// inFlight pods have an upgrade of this plan in flight; unavailable count against
+	// maxUnavailable (in flight, not Ready, malformed, another plan's, evicted and terminating).
+	inFlight, unavailable int32
+	// updated run the target and are not in flight; ready are those with a ready proxy.
+	updated, ready int32
+	// walkedBack pods were walked back to the target (a target set back); rollbackFailed failed
+	// their walk back under failurePolicy Rollback.
+	walkedBack, rollbackFailed int32
+	// candidates may start towards the target; rollbackCandidates may be walked back.
+	candidates, rollbackCandidates []*podInfo
+	// walkBackPending: the target was set back to where upgraded pods came from.
+	walkBackPending bool
+}
+
+// admit sorts the pods into those outside the plan (Result.Ignored) and its members, decodes
+// their upgrade records and finds the workloads that are rolling out themselves. evicting counts
+// the terminating pods this plan evicted, which are unavailable until they are gone.
+func (p *planner) admit() (members []podInfo, evicting int32) {
+	name := p.plan.Name
+	revisions := map[string]string{}
+	rollingOut := map[string]bool{}
+	members = make([]podInfo, 0, len(p.in.Pods))
 	for i := range p.in.Pods {
 		pod := &p.in.Pods[i]
 		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
@@ -274,7 +322,7 @@ func (p *planner) run() error {
 			p.ignore(pod, PodNotInjected, "the pod has no sidecar; it gets one when it is recreated")
 			continue
 		}
-		info := podInfo{pod: pod, state: state, ready: podReady(pod), malformed: stateErr != nil}
+		info := podInfo{pod: pod, state: state, ready: sidecar.PodReady(pod), malformed: stateErr != nil}
 		if stateErr != nil {
 			p.hold(pod, PodMalformedState, stateErr.Error())
 		}
@@ -286,197 +334,240 @@ func (p *planner) run() error {
 				rollingOut[key] = true
 			}
 		}
-		workloadOfPods = append(workloadOfPods, key)
+		info.workload = key
 		members = append(members, info)
 	}
-	total := int32(len(members))
-	p.res.Counts.Total = total
-
-	// Failures so far decide the mode before any in-flight pod is touched.
-	forward := func(s *PodState) bool { return s.Plan == name && s.To == target && !s.Rollback }
-	var failed int32
-	failing := make(map[int]string)
 	for i := range members {
-		s := members[i].state
-		if s == nil || s.Plan != name {
+		members[i].workloadRollingOut = rollingOut[members[i].workload]
+	}
+	return members, evicting
+}
+
+// assessFailures finds the pods that fail their health gate now and counts the failures to the
+// target, which decide the plan's mode before any pod in flight is touched: past maxFailedPods,
+// failurePolicy Pause stops starting pods and Rollback walks the upgraded ones back.
+func (p *planner) assessFailures(members []podInfo) {
+	for i := range members {
+		info := &members[i]
+		s := info.state
+		if s == nil || s.Plan != p.plan.Name {
 			continue
 		}
 		if s.Active() && s.Phase != PodReverting {
-			failing[i] = p.failure(&members[i])
+			info.failReason = p.failure(info)
 		}
-		if forward(s) && (s.Phase == PodFailed || s.Phase == PodReverting && s.Outcome == PodFailed || failing[i] != "") {
-			failed++
+		if p.forward(s) && (s.Phase == PodFailed || s.Phase == PodReverting && s.Outcome == PodFailed || info.failReason != "") {
+			p.failed++
 		}
 	}
 	spec := p.plan.Spec
-	tooManyFailures := failed > spec.MaxFailedPods
-	rollbackMode := tooManyFailures && spec.FailurePolicy == meshv1alpha1.FailurePolicyRollback
-	wanted := func(s *PodState) bool {
-		if rollbackMode {
-			return s.Rollback && s.From == target
-		}
-		return s.To == target
-	}
+	p.tooManyFailures = p.failed > spec.MaxFailedPods
+	p.rollbackMode = p.tooManyFailures && spec.FailurePolicy == meshv1alpha1.FailurePolicyRollback
+}
 
-	// Pass 2: in-flight pods advance; the others are counted and sorted into candidates.
-	var (
-		inFlight, unavailable, updated, ready, walkedBack, rollbackFailed int32
-		candidates, rollbackCandidates                                    []*podInfo
-		walkBackPending                                                   bool
-	)
+// forward reports whether s is this plan's upgrade towards the target (not a walk back).
+func (p *planner) forward(s *PodState) bool {
+	return s.Plan == p.plan.Name && s.To == p.target.Name && !s.Rollback
+}
+
+// wanted reports whether the plan still wants where an in-flight pod is going.
+func (p *planner) wanted(s *PodState) bool {
+	if p.rollbackMode {
+		return s.Rollback && s.From == p.target.Name
+	}
+	return s.To == p.target.Name
+}
+
+// advanceAndSort moves the pods in flight on (their actions), counts where the others stand
+// and sorts those that may start into candidates, holding the ones that cannot start now.
+func (p *planner) advanceAndSort(members []podInfo) census {
+	name, target := p.plan.Name, p.target.Name
+	var fleet census
 	for i := range members {
 		info := &members[i]
 		pod, s := info.pod, info.state
 		switch {
 		case info.malformed:
-			unavailable++
+			fleet.unavailable++
 			continue
 		case s != nil && s.Active() && s.Plan != name:
-			unavailable++
+			fleet.unavailable++
 			p.hold(pod, PodOwnedByOtherPlan, fmt.Sprintf("UpgradePlan %s is upgrading this pod", s.Plan))
 			continue
 		case s != nil && s.Active():
-			inFlight++
-			unavailable++
+			fleet.inFlight++
+			fleet.unavailable++
 			if s.Rollback {
-				walkBackPending = true
+				fleet.walkBackPending = true
 			}
-			p.act(p.advanceInFlight(info, wanted(s), failing[i]))
+			p.act(p.advanceInFlight(info, p.wanted(s), info.failReason))
 			continue
 		}
 		if !info.ready {
-			unavailable++
+			fleet.unavailable++
 		}
-		onTarget := sidecar.Version(pod) == target
 		if s != nil && s.Plan == name && s.Rollback && s.Phase == PodFailed && s.From == target {
-			rollbackFailed++
+			fleet.rollbackFailed++
 		}
-		if onTarget {
-			updated++
+		if sidecar.Version(pod) == target {
+			fleet.updated++
 			if sidecar.ProxyReady(pod) {
-				ready++
+				fleet.ready++
 			}
 			if s != nil && s.Plan == name && s.Phase == PodSucceeded && s.Rollback && s.To == target {
-				walkedBack++
+				fleet.walkedBack++
 			}
-			if rollbackMode && s != nil && forward(s) && s.Phase == PodSucceeded {
+			if p.rollbackMode && s != nil && p.forward(s) && s.Phase == PodSucceeded {
 				switch {
 				case !info.ready:
 					p.hold(pod, PodNotReady, "the pod is not Ready; it is rolled back once it is")
-				case rollingOut[workloadOfPods[i]]:
+				case info.workloadRollingOut:
 					p.hold(pod, PodWorkloadRolling, "its workload is rolling out; it is rolled back once that finished")
 				default:
-					rollbackCandidates = append(rollbackCandidates, info)
+					fleet.rollbackCandidates = append(fleet.rollbackCandidates, info)
 				}
 			}
 			continue
 		}
-		if rollbackMode || (s != nil && forward(s) && s.Phase == PodFailed) {
+		if p.rollbackMode || (s != nil && p.forward(s) && s.Phase == PodFailed) {
 			continue // failed pods stay where they are; a rollback only walks upgraded pods back
 		}
 		switch {
 		case !info.ready:
 			p.hold(pod, PodNotReady, "the pod is not Ready; it is upgraded once it is")
-		case rollingOut[workloadOfPods[i]]:
-			p.hold(pod, PodWorkloadRolling, fmt.Sprintf("%s is rolling out (pods of several revisions); its new pods get %s from the injector", workloadOfPods[i], target))
+		case info.workloadRollingOut:
+			p.hold(pod, PodWorkloadRolling, fmt.Sprintf("%s is rolling out (pods of several revisions); its new pods get %s from the injector", info.workload, target))
 		default:
 			if s != nil && s.Plan == name && s.Phase == PodSucceeded && s.From == target && s.To == sidecar.Version(pod) {
-				walkBackPending = true
+				fleet.walkBackPending = true
 			}
-			candidates = append(candidates, info)
+			fleet.candidates = append(fleet.candidates, info)
 		}
 	}
-	p.res.Counts.Updated, p.res.Counts.Ready, p.res.Counts.Failed = updated, ready, failed
-	p.res.InFlight = inFlight
+	return fleet
+}
 
-	maxUnavailable, err := scaled(spec.Strategy.MaxUnavailable, 1, total)
+// budget is how many more pods may become unavailable: maxUnavailable (a count or a percentage
+// of the total, rounded up, at least 1) minus the pods unavailable already.
+func (p *planner) budget(unavailable int32) (int32, error) {
+	maxUnavailable, err := scaled(p.plan.Spec.Strategy.MaxUnavailable, 1, p.res.Counts.Total)
 	if err != nil {
-		return fmt.Errorf("invalid spec.strategy.maxUnavailable of UpgradePlan %s: %w", name, err)
+		return 0, fmt.Errorf("invalid spec.strategy.maxUnavailable of UpgradePlan %s: %w", p.plan.Name, err)
 	}
 	maxUnavailable = max(maxUnavailable, 1)
-	unavailable += evicting
-	budget := max(maxUnavailable-unavailable, 0)
 	p.res.MaxUnavailable = maxUnavailable
+	return max(maxUnavailable-unavailable, 0), nil
+}
 
-	steps := spec.Strategy.Steps
+// choose sets the plan's phase, reason, message and current step, and returns the candidates
+// that start now (at most budget of them), not yet sorted.
+func (p *planner) choose(fleet *census, budget int32) []*podInfo {
+	steps := p.plan.Spec.Strategy.Steps
 	p.res.CurrentStep = min(max(p.plan.Status.CurrentStep, 0), int32(max(len(steps)-1, 0)))
-	var starts []*podInfo
-	held := len(p.res.Held) > 0
 	switch {
-	case rollbackMode:
-		p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRollingBack, ReasonRollingBack
-		if !spec.Paused {
-			starts = rollbackCandidates[:min(int(budget), len(rollbackCandidates))]
-		}
-		left := int32(len(rollbackCandidates)) + inFlight
-		p.res.Message = fmt.Sprintf("%d pods failed, more than maxFailedPods %d: failurePolicy Rollback walks the upgraded pods back; %d to go, %d in flight",
-			failed, spec.MaxFailedPods, left-inFlight-int32(len(starts)), inFlight+int32(len(starts)))
-		if spec.Paused {
-			p.res.Message += "; spec.paused holds new walk-backs"
-		}
-		if left == 0 && !held {
-			p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRolledBack, ReasonRolledBack
-			p.res.Message = fmt.Sprintf("%d pods failed, more than maxFailedPods %d: every pod the plan upgraded is back on its old version", failed, spec.MaxFailedPods)
-			if rollbackFailed > 0 {
-				p.res.Message += fmt.Sprintf(" except %d whose rollback failed", rollbackFailed)
-			}
-		}
-	case tooManyFailures:
+	case p.rollbackMode:
+		return p.chooseRollback(fleet, budget)
+	case p.tooManyFailures:
 		p.res.Phase, p.res.Reason = meshv1alpha1.PhaseFailed, ReasonTooManyFailures
 		p.res.Message = fmt.Sprintf("%d pods failed, more than maxFailedPods %d: failurePolicy Pause stops the plan (%d pods in flight finish); raise maxFailedPods or change the target to go on",
-			failed, spec.MaxFailedPods, inFlight)
+			p.failed, p.plan.Spec.MaxFailedPods, fleet.inFlight)
+		return nil
 	default:
-		step, need, pause := p.steps(updated, failed, total, inFlight)
-		if walkBackPending {
-			// A target set back to where pods came from is a rollback: one stage, no step pauses.
-			need, pause = total, ""
-		}
-		p.res.CurrentStep = step
-		stepText := ""
-		if len(steps) > 0 {
-			stepText = fmt.Sprintf("step %d/%d: ", step+1, len(steps))
-		}
-		if !spec.Paused && pause == "" {
-			starts = candidates[:min(int(budget), int(need), len(candidates))]
-		}
-		progress := fmt.Sprintf("%d of %d pods run %s, %d in flight, %d failed", updated, total, target, inFlight+int32(len(starts)), failed)
-		switch {
-		case spec.Paused:
-			p.res.Phase, p.res.Reason = meshv1alpha1.PhasePaused, ReasonPaused
-			p.res.Message = stepText + progress + "; spec.paused is set: pods in flight finish, none starts"
-		case pause != "":
-			p.res.Phase, p.res.Reason = meshv1alpha1.PhasePaused, ReasonStepPause
-			p.res.Message = stepText + progress + "; " + pause
-		default:
-			p.res.Phase, p.res.Reason = meshv1alpha1.PhaseProgressing, ReasonProgressing
-			if walkBackPending {
-				p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRollingBack, ReasonRollingBack
-			}
-			p.res.Message = stepText + progress
-			if len(starts) == 0 && (len(candidates) > 0 || held) && inFlight == 0 {
-				p.res.Reason = ReasonWaiting
-			}
-		}
-		if len(candidates) == 0 && inFlight == 0 && !held {
-			p.res.Phase, p.res.Reason = meshv1alpha1.PhaseSucceeded, ReasonCompleted
-			p.res.CurrentStep = int32(max(len(steps)-1, 0))
-			p.res.Message = fmt.Sprintf("all %d pods run %s", total, target)
-			if walkedBack > 0 {
-				p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRolledBack, ReasonRolledBack
-				p.res.Message = fmt.Sprintf("the target was set back: all %d pods run %s again", total, target)
-			}
-			if failed > 0 {
-				p.res.Reason = ReasonCompletedWithFailures
-				p.res.Message = fmt.Sprintf("%d of %d pods run %s; %d failed and stay on their old version", updated, total, target, failed)
-			}
+		return p.chooseForward(fleet, budget)
+	}
+}
+
+// chooseRollback is the decision under failurePolicy Rollback: walk the upgraded pods back.
+func (p *planner) chooseRollback(fleet *census, budget int32) []*podInfo {
+	spec := p.plan.Spec
+	var starts []*podInfo
+	p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRollingBack, ReasonRollingBack
+	if !spec.Paused {
+		starts = fleet.rollbackCandidates[:min(int(budget), len(fleet.rollbackCandidates))]
+	}
+	left := int32(len(fleet.rollbackCandidates)) + fleet.inFlight
+	p.res.Message = fmt.Sprintf("%d pods failed, more than maxFailedPods %d: failurePolicy Rollback walks the upgraded pods back; %d to go, %d in flight",
+		p.failed, spec.MaxFailedPods, left-fleet.inFlight-int32(len(starts)), fleet.inFlight+int32(len(starts)))
+	if spec.Paused {
+		p.res.Message += "; spec.paused holds new walk-backs"
+	}
+	if left == 0 && len(p.res.Held) == 0 {
+		p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRolledBack, ReasonRolledBack
+		p.res.Message = fmt.Sprintf("%d pods failed, more than maxFailedPods %d: every pod the plan upgraded is back on its old version", p.failed, spec.MaxFailedPods)
+		if fleet.rollbackFailed > 0 {
+			p.res.Message += fmt.Sprintf(" except %d whose rollback failed", fleet.rollbackFailed)
 		}
 	}
+	return starts
+}
 
-	// Sort candidates only for what is started: by name, deterministic.
+// chooseForward is the decision while the plan moves pods to its target: steps, pauses and
+// completion.
+func (p *planner) chooseForward(fleet *census, budget int32) []*podInfo {
+	spec, target, total := p.plan.Spec, p.target.Name, p.res.Counts.Total
+	held := len(p.res.Held) > 0
+	var starts []*podInfo
+	step, need, pause := p.steps(fleet.updated, p.failed, total, fleet.inFlight)
+	if fleet.walkBackPending {
+		// A target set back to where pods came from is a rollback: one stage, no step pauses.
+		need, pause = total, ""
+	}
+	p.res.CurrentStep = step
+	stepText := ""
+	if len(spec.Strategy.Steps) > 0 {
+		stepText = fmt.Sprintf("step %d/%d: ", step+1, len(spec.Strategy.Steps))
+	}
+	if !spec.Paused && pause == "" {
+		starts = fleet.candidates[:min(int(budget), int(need), len(fleet.candidates))]
+	}
+	progress := fmt.Sprintf("%d of %d pods run %s, %d in flight, %d failed", fleet.updated, total, target, fleet.inFlight+int32(len(starts)), p.failed)
+	switch {
+	case spec.Paused:
+		p.res.Phase, p.res.Reason = meshv1alpha1.PhasePaused, ReasonPaused
+		p.res.Message = stepText + progress + "; spec.paused is set: pods in flight finish, none starts"
+	case pause != "":
+		p.res.Phase, p.res.Reason = meshv1alpha1.PhasePaused, ReasonStepPause
+		p.res.Message = stepText + progress + "; " + pause
+	default:
+		p.res.Phase, p.res.Reason = meshv1alpha1.PhaseProgressing, ReasonProgressing
+		if fleet.walkBackPending {
+			p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRollingBack, ReasonRollingBack
+		}
+		p.res.Message = stepText + progress
+		if len(starts) == 0 && (len(fleet.candidates) > 0 || held) && fleet.inFlight == 0 {
+			p.res.Reason = ReasonWaiting
+		}
+	}
+	if len(fleet.candidates) == 0 && fleet.inFlight == 0 && !held {
+		p.complete(fleet)
+	}
+	return starts
+}
+
+// complete is the decision of a plan with nothing left to do.
+func (p *planner) complete(fleet *census) {
+	total, target := p.res.Counts.Total, p.target.Name
+	p.res.Phase, p.res.Reason = meshv1alpha1.PhaseSucceeded, ReasonCompleted
+	p.res.CurrentStep = int32(max(len(p.plan.Spec.Strategy.Steps)-1, 0))
+	p.res.Message = fmt.Sprintf("all %d pods run %s", total, target)
+	if fleet.walkedBack > 0 {
+		p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRolledBack, ReasonRolledBack
+		p.res.Message = fmt.Sprintf("the target was set back: all %d pods run %s again", total, target)
+	}
+	if p.failed > 0 {
+		p.res.Reason = ReasonCompletedWithFailures
+		p.res.Message = fmt.Sprintf("%d of %d pods run %s; %d failed and stay on their old version", fleet.updated, total, target, p.failed)
+	}
+}
+
+// startPods starts the upgrades of starts, which choose took from the front of the candidates:
+// the candidates are sorted by namespace and name first (only when some start), so that which
+// pod is next is deterministic. A pod that cannot start is held.
+func (p *planner) startPods(starts []*podInfo, fleet *census) {
 	if len(starts) > 0 {
-		pool := candidates
-		if rollbackMode {
-			pool = rollbackCandidates
+		pool := fleet.candidates
+		if p.rollbackMode {
+			pool = fleet.rollbackCandidates
 		}
 		slices.SortFunc(pool, func(a, b *podInfo) int {
 			return cmp.Or(cmp.Compare(a.pod.Namespace, b.pod.Namespace), cmp.Compare(a.pod.Name, b.pod.Name))
@@ -484,7 +575,7 @@ func (p *planner) run() error {
 		starts = pool[:len(starts)]
 	}
 	for _, info := range starts {
-		action, err := p.start(info, rollbackMode)
+		action, err := p.start(info, p.rollbackMode)
 		if err != nil {
 			reason := PodVersionNotFound
 			if errors.Is(err, errImageNotDistinct) {
@@ -495,23 +586,26 @@ func (p *planner) run() error {
 		}
 		p.act(action)
 		if action.State != nil && action.State.Active() {
-			inFlight++
-			unavailable++ // candidates are Ready, so not counted yet
+			fleet.inFlight++
+			fleet.unavailable++ // candidates are Ready, so not counted yet
 		}
 	}
-	p.res.InFlight = inFlight
-	p.res.Unavailable = unavailable
+	p.res.InFlight = fleet.inFlight
+	p.res.Unavailable = fleet.unavailable
+}
+
+// finish completes the result: the held pods in the message, the actions in pod order, the
+// status.pods records, the conditions and when to decide again.
+func (p *planner) finish(members []podInfo) {
 	if len(p.res.Held) > 0 {
 		p.res.Message += "; " + summarize(p.res.Held) + " held"
 	}
-
 	slices.SortFunc(p.res.Actions, func(a, b Action) int {
 		return cmp.Or(cmp.Compare(a.Pod.Namespace, b.Pod.Namespace), cmp.Compare(a.Pod.Name, b.Pod.Name))
 	})
 	p.records(members)
-	p.res.Conditions = p.conditions(tooManyFailures)
+	p.res.Conditions = p.conditions(p.tooManyFailures)
 	p.res.RequeueAfter = p.requeue
-	return nil
 }
 
 // steps returns the step in progress, how many more pods it may start, and why it is paused
@@ -597,6 +691,17 @@ func (p *planner) hold(pod *corev1.Pod, reason, message string) {
 	p.res.Held = append(p.res.Held, PodNote{Pod: types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}, Reason: reason, Message: message})
 }
 
+// waitFor records what an in-flight pod waits for, for its status.pods record.
+func (p *planner) waitFor(pod *corev1.Pod, why string) {
+	if why == "" {
+		return
+	}
+	if p.waiting == nil {
+		p.waiting = map[string]string{}
+	}
+	p.waiting[pod.Name] = why
+}
+
 // wake asks for a decision at t at the latest.
 func (p *planner) wake(t time.Time) {
 	d := t.Sub(p.now)
@@ -629,6 +734,9 @@ func (p *planner) records(members []podInfo) {
 			Reason: s.Reason, LastTransitionTime: &metav1.Time{Time: s.PhaseSince}}
 		switch {
 		case s.Active():
+			if why := p.waiting[members[i].pod.Name]; why != "" && next[members[i].pod.Name] == nil {
+				record.Reason = why
+			}
 			active = append(active, record)
 		case s.Phase == PodFailed && s.To == p.target.Name:
 			failed = append(failed, record)
@@ -716,16 +824,6 @@ func summarize(notes []PodNote) string {
 		parts = append(parts, fmt.Sprintf("%d %s", counts[reason], reason))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// podReady reports whether the pod's Ready condition is True.
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // workloadOf names the workload that rolls the pod's template out and the revision the pod

@@ -1,11 +1,13 @@
 package rollout
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -76,15 +78,22 @@ func (p *planner) start(info *podInfo, rollback bool) (*Action, error) {
 			return nil, fmt.Errorf("%w: %s runs image %s, which slot %d already runs; give the version an image of its own",
 				errImageNotDistinct, to.Name, to.Spec.Image, state.Slot)
 		}
-		if !p.opts.FullIdleResources && !resourcesEqual(sidecar.Container(pod, state.Slot).Resources, to.Spec.Resources) {
-			state.Phase = PodResizingUp
-			action.Kind = ActionResizeSlotUp
-			action.Resize = &Resize{Slot: state.Slot, Container: sidecar.SlotContainerName(state.Slot), Resources: *to.Spec.Resources.DeepCopy()}
-			action.Reason = fmt.Sprintf("start %s %s -> %s", state.Strategy, state.From, state.To)
-			p.wake(p.now.Add(p.deadline))
-			return action, nil
+		if p.opts.FullIdleResources {
+			return p.swapSlot(pod, state)
 		}
-		return p.swapSlot(pod, state)
+		progress, _ := slotResize(pod, state.Slot, to.Spec.Resources)
+		if progress == resizeApplied {
+			return p.swapSlot(pod, state)
+		}
+		state.Phase = PodResizingUp
+		action.Kind = ActionResizeSlotUp
+		if progress == resizeNotAsked {
+			// A slot whose spec already has the resources waits for the kubelet instead.
+			action.Resize = &Resize{Slot: state.Slot, Container: sidecar.SlotContainerName(state.Slot), Resources: *to.Spec.Resources.DeepCopy()}
+		}
+		action.Reason = fmt.Sprintf("start %s %s -> %s", state.Strategy, state.From, state.To)
+		p.wake(p.now.Add(p.deadline))
+		return action, nil
 	case meshv1alpha1.StrategyInPlace:
 		state.Slot = sidecar.ActiveSlot(pod)
 		state.FromImage = sidecar.SlotImage(pod, state.Slot)
@@ -143,10 +152,15 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 		if to == nil {
 			return p.revert(pod, s, PodAborted, fmt.Sprintf("SidecarVersion %s is gone", s.To))
 		}
-		if !resourcesEqual(sidecar.Container(pod, s.Slot).Resources, to.Spec.Resources) {
+		switch progress, why := slotResize(pod, s.Slot, to.Spec.Resources); progress {
+		case resizeNotAsked:
 			p.wake(s.StartedAt.Add(p.deadline))
-			return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionResizeSlotUp, Reason: "the resize is not applied yet",
+			return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionResizeSlotUp, Reason: "the pod's spec does not have the resize yet",
 				Resize: &Resize{Slot: s.Slot, Container: sidecar.SlotContainerName(s.Slot), Resources: *to.Spec.Resources.DeepCopy()}}
+		case resizeWaiting, resizeInfeasible: // failure() fails an infeasible resize
+			p.waitFor(pod, why)
+			p.wake(s.StartedAt.Add(p.deadline))
+			return nil
 		}
 		action, err := p.swapSlot(pod, s)
 		if err != nil {
@@ -196,16 +210,61 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 		}
 		return p.finishReady(pod, s)
 	case PodResizingDown:
-		if !resourcesEqual(sidecar.Container(pod, s.FromSlot).Resources, p.opts.IdleResources) {
-			return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionResizeSlotDown, Reason: "the resize is not applied yet",
-				Resize: &Resize{Slot: s.FromSlot, Container: sidecar.SlotContainerName(s.FromSlot), Resources: *p.opts.IdleResources.DeepCopy()}}
-		}
-		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionFinish, State: p.enter(s, PodSucceeded), Reason: "the pod runs " + s.To}
+		return p.shrinkRetiredSlot(pod, s)
 	case PodEvicting:
 		p.wake(s.StartedAt.Add(p.deadline))
 		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionEvict, Evict: true, Reason: "the pod is not evicted yet"}
 	}
 	return nil
+}
+
+// shrinkRetiredSlot waits a little for the retired slot to shrink to the idle resources, then
+// records that the pod runs the target. The new proxy is active and healthy by then, so the
+// shrink never fails the pod nor holds the plan's budget for long: once the kubelet says it
+// cannot apply the resize now (Infeasible, Deferred, or an error it retries, such as a memory
+// limit it may not lower while it cannot read the container's usage), or after shrinkGrace, the
+// upgrade ends with the slot's resources as they are, the record says why, and the kubelet goes
+// on with the resize it was asked for (the pod's spec has it) by itself.
+func (p *planner) shrinkRetiredSlot(pod *corev1.Pod, s *PodState) *Action {
+	// The reasons stay well under the record's 512 bytes: the kubelet's part is cut to 256.
+	finish := func(reason string) *Action {
+		next := p.enter(s, PodSucceeded)
+		next.Reason = reason
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionFinish, State: next, Reason: cmp.Or(reason, "the pod runs "+s.To)}
+	}
+	progress, why := slotResize(pod, s.FromSlot, p.opts.IdleResources)
+	switch {
+	case progress == resizeNotAsked:
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionResizeSlotDown, Reason: "the pod's spec does not have the resize yet",
+			Resize: &Resize{Slot: s.FromSlot, Container: sidecar.SlotContainerName(s.FromSlot), Resources: *p.opts.IdleResources.DeepCopy()}}
+	case progress == resizeInfeasible:
+		return finish(fmt.Sprintf("slot %d keeps its resources: %s", s.FromSlot, why))
+	case progress == resizeWaiting && kubeletHoldsResize(pod):
+		return finish(fmt.Sprintf("slot %d keeps its resources for now: %s", s.FromSlot, why))
+	case progress == resizeWaiting:
+		grace := min(p.deadline, shrinkGrace)
+		if until := s.PhaseSince.Add(grace); p.now.Before(until) {
+			p.waitFor(pod, why)
+			p.wake(until)
+			return nil
+		}
+		return finish(fmt.Sprintf("slot %d was not shrunk within %s: %s", s.FromSlot, grace, why))
+	}
+	return finish("")
+}
+
+// shrinkGrace is how long the shrink of a retired slot may hold a pod's upgrade: the kubelet
+// applies a resize it can apply within seconds.
+const shrinkGrace = 30 * time.Second
+
+// kubeletHoldsResize reports whether the kubelet says it will not apply the pod's resize now: it
+// deferred it, or applying it failed and it retries later.
+func kubeletHoldsResize(pod *corev1.Pod) bool {
+	if c := podCondition(pod, corev1.PodResizePending); c != nil && c.Reason == corev1.PodReasonDeferred {
+		return true
+	}
+	c := podCondition(pod, corev1.PodResizeInProgress)
+	return c != nil && c.Reason == corev1.PodReasonError
 }
 
 // drained says whether an InPlace pod excluded from EDS may have its proxy restarted, whether
@@ -282,6 +341,14 @@ func (p *planner) failure(info *podInfo) string {
 	pod, s := info.pod, info.state
 	switch s.Phase {
 	case PodResizingUp, PodDraining, PodWaitingReady, PodEvicting:
+		var resizeWait string
+		if to := p.in.Versions[s.To]; s.Phase == PodResizingUp && to != nil {
+			progress, why := slotResize(pod, s.Slot, to.Spec.Resources)
+			if progress == resizeInfeasible {
+				return why
+			}
+			resizeWait = why
+		}
 		if s.Phase == PodWaitingReady {
 			if reason := fatalContainerReason(pod, s.Slot); reason != "" {
 				return fmt.Sprintf("container %s is %s", sidecar.SlotContainerName(s.Slot), reason)
@@ -290,6 +357,9 @@ func (p *planner) failure(info *podInfo) string {
 		if !p.now.Before(s.StartedAt.Add(p.deadline)) {
 			if s.Phase == PodEvicting {
 				return fmt.Sprintf("not evicted within progressDeadlineSeconds (%s); a PodDisruptionBudget may block it", p.deadline)
+			}
+			if resizeWait != "" {
+				return fmt.Sprintf("the idle slot was not resized within progressDeadlineSeconds (%s): %s", p.deadline, resizeWait)
 			}
 			return fmt.Sprintf("the new proxy was not ready within progressDeadlineSeconds (%s, phase %s)", p.deadline, s.Phase)
 		}

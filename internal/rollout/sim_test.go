@@ -56,6 +56,11 @@ type sim struct {
 	failImage string
 	// unready: pod name -> [from, to) during which its application is not ready.
 	unready map[string][2]time.Time
+	// resizePending: pod name -> the PodResizePending condition the kubelet sets instead of
+	// applying a resize of that pod (Deferred or Infeasible).
+	resizePending map[string]corev1.PodCondition
+	// noStatusResources plays a kubelet that reports no resources in container statuses.
+	noStatusResources bool
 	// hooks run before the decision of a given second (offset from t0).
 	hooks map[int]func(*sim)
 	// crashAfter, when >= 0, makes the next decision a crash: only that many actions are
@@ -81,17 +86,18 @@ type sim struct {
 func newSim(t testing.TB, plan *meshv1alpha1.UpgradePlan, pods int, from string) *sim {
 	s := &sim{
 		t: t, plan: plan, now: t0, opts: rollout.DefaultOptions(), startup: 2 * time.Second,
-		versions:   testVersions(),
-		ms:         gen.MeshService("web"),
-		inject:     sidecar.DefaultOptions(),
-		failures:   map[string]failureMode{},
-		unready:    map[string][2]time.Time{},
-		hooks:      map[int]func(*sim){},
-		readyAt:    map[string]time.Time{},
-		unreadyAt:  map[string]time.Time{},
-		removeAt:   map[string]time.Time{},
-		replaced:   map[string]int{},
-		crashAfter: -1,
+		versions:      testVersions(),
+		ms:            gen.MeshService("web"),
+		inject:        sidecar.DefaultOptions(),
+		failures:      map[string]failureMode{},
+		unready:       map[string][2]time.Time{},
+		resizePending: map[string]corev1.PodCondition{},
+		hooks:         map[int]func(*sim){},
+		readyAt:       map[string]time.Time{},
+		unreadyAt:     map[string]time.Time{},
+		removeAt:      map[string]time.Time{},
+		replaced:      map[string]int{},
+		crashAfter:    -1,
 	}
 	s.failImage = s.versions[plan.Spec.TargetVersion].Spec.Image
 	width := len(strconv.Itoa(pods - 1))
@@ -281,13 +287,16 @@ func (s *sim) kubelet() {
 }
 
 func (s *sim) kubeletPod(pod *corev1.Pod, startReady bool) {
+	pendingResize, isPending := s.resizePending[pod.Name]
+	resizing := false
 	sync := func(containers []corev1.Container, statuses []corev1.ContainerStatus) []corev1.ContainerStatus {
 		for _, c := range containers {
 			id := pod.Name + "/" + c.Name
 			idx := slices.IndexFunc(statuses, func(st corev1.ContainerStatus) bool { return st.Name == c.Name })
 			if idx < 0 {
 				statuses = append(statuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: startReady,
-					State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(s.now)}}})
+					State:     corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(s.now)}},
+					Resources: c.Resources.DeepCopy()})
 				idx = len(statuses) - 1
 				if !startReady {
 					s.readyAt[id] = s.now.Add(2 * s.startup)
@@ -295,6 +304,14 @@ func (s *sim) kubeletPod(pod *corev1.Pod, startReady bool) {
 				continue
 			}
 			st := &statuses[idx]
+			// A resize is applied at once, unless the pod is set to have it pending.
+			if st.Resources == nil || !sameResources(*st.Resources, c.Resources) {
+				if isPending {
+					resizing = true
+				} else {
+					st.Resources = c.Resources.DeepCopy()
+				}
+			}
 			if st.Image != c.Image {
 				st.Image, st.Ready, st.RestartCount = c.Image, false, st.RestartCount+1
 				st.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(s.now)}}
@@ -340,6 +357,16 @@ func (s *sim) kubeletPod(pod *corev1.Pod, startReady bool) {
 		status = corev1.ConditionTrue
 	}
 	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+	if resizing {
+		pod.Status.Conditions = append(pod.Status.Conditions, pendingResize)
+	}
+	if s.noStatusResources {
+		for _, statuses := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+			for i := range statuses {
+				statuses[i].Resources = nil
+			}
+		}
+	}
 }
 
 // checkBudget: never more pods in flight than maxUnavailable, and a decision that starts pods
@@ -364,7 +391,7 @@ func (s *sim) checkBudget(res rollout.Result) {
 		if active {
 			inFlight++
 		}
-		if active || !ready(pod) {
+		if active || !sidecar.PodReady(pod) {
 			unavailable++
 		}
 	}
@@ -406,6 +433,22 @@ func (s *sim) checkSlots() {
 	}
 }
 
+// sameResources compares requests and limits by quantity.
+func sameResources(a, b corev1.ResourceRequirements) bool {
+	same := func(x, y corev1.ResourceList) bool {
+		if len(x) != len(y) {
+			return false
+		}
+		for name, qx := range x {
+			if qy, ok := y[name]; !ok || qx.Cmp(qy) != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	return same(a.Requests, b.Requests) && same(a.Limits, b.Limits)
+}
+
 func podState(pod *corev1.Pod) *rollout.PodState {
 	if pod == nil {
 		return nil
@@ -419,15 +462,6 @@ func podState(pod *corev1.Pod) *rollout.PodState {
 		return nil
 	}
 	return state
-}
-
-func ready(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // logDecision writes one block per decision that acts or changes the plan's state; quiet

@@ -91,7 +91,8 @@ type PodState struct {
 	ReadySince *time.Time `json:"readySince,omitempty"`
 	// Attempt counts the upgrades of this pod to To by this plan (1 for the first).
 	Attempt int32 `json:"attempt"`
-	// Reason says why the pod failed or was aborted.
+	// Reason says why the pod failed or was aborted, or what did not go as planned in an upgrade
+	// that succeeded (a retired slot the kubelet did not shrink).
 	Reason string `json:"reason,omitempty"`
 }
 

@@ -145,7 +145,7 @@ func TestInjectionMatchesTheGoldenPatches(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			pod, res, msName := injectCase(t, c)
-			patch, err := sidecar.CreatePatch(pod, res.Pod)
+			patch, err := sidecar.InjectionPatch(encode(t, pod), pod, res.Pod)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,8 +155,15 @@ func TestInjectionMatchesTheGoldenPatches(t *testing.T) {
 			}
 			file := filepath.Join("testdata", "golden", c.name+".json")
 			if *update {
-				data, err := json.MarshalIndent(got, "", "  ")
+				// The values' keys sorted, so that a golden file changes only when the patch does.
+				data, err := json.Marshal(got.Patch)
 				if err != nil {
+					t.Fatal(err)
+				}
+				if err := json.Unmarshal(data, &got.Patch); err != nil {
+					t.Fatal(err)
+				}
+				if data, err = json.MarshalIndent(got, "", "  "); err != nil {
 					t.Fatal(err)
 				}
 				if err := os.WriteFile(file, append(data, '\n'), 0o644); err != nil {
@@ -265,4 +272,14 @@ func diffLines(want, got string) string {
 		}
 	}
 	return strings.Join(slices.Clip(out), "\n")
+}
+
+// encode is the pod as the API server sends it to the injector.
+func encode(t testing.TB, pod *corev1.Pod) []byte {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }

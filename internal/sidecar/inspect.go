@@ -40,6 +40,18 @@ func ActiveContainerName(pod *corev1.Pod) string {
 	return SlotContainerName(ActiveSlot(pod))
 }
 
+// PodReady reports whether the pod's Ready condition is True: the whole pod is ready, as
+// Services see it (ProxyReady is its active proxy alone). Every package that asks whether a pod
+// is Ready asks it here.
+func PodReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
 // ProxyReady reports whether the active proxy container is ready. Native sidecars report their
 // status among the init containers.
 func ProxyReady(pod *corev1.Pod) bool {

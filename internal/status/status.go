@@ -27,16 +27,6 @@ func Counted(pod *corev1.Pod) bool {
 	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
 }
 
-// PodReady reports whether the pod's Ready condition is True.
-func PodReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // MeshServiceInput is what the MeshService status is computed from.
 type MeshServiceInput struct {
 	// Pods are the pods the selector matches (uncounted ones are skipped).
@@ -75,7 +65,7 @@ func MeshService(current meshv1alpha1.MeshServiceStatus, in MeshServiceInput) me
 		}
 		next.Pods.Matched++
 		accounts[serviceAccount(pod)] = true
-		if PodReady(pod) {
+		if sidecar.PodReady(pod) {
 			next.Pods.Ready++
 		}
 		switch {

@@ -32,6 +32,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshlift/meshlift/internal/identity"
 )
 
 // Handler applies what the control plane sends. An error NACKs the response; the handler keeps
@@ -102,9 +104,9 @@ func New(opts Options) (*Client, error) {
 		}
 		opts.ServerName = host
 	}
-	uri, err := url.Parse(opts.SPIFFEID)
-	if err != nil || uri.Scheme != "spiffe" {
-		return nil, fmt.Errorf("%q is not a SPIFFE ID", opts.SPIFFEID)
+	uri, err := identity.ParseSPIFFEID(opts.SPIFFEID)
+	if err != nil {
+		return nil, err
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 500 * time.Millisecond

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -163,7 +162,7 @@ func DecodeAssignment(res *anypb.Any) (Assignment, error) {
 				return Assignment{}, invalid("cluster %s: endpoint %q:%d is not an IP address and port", a.Cluster, sock.GetAddress(), port)
 			}
 			id := lb.GetMetadata().GetFilterMetadata()[IdentityMetadataKey].GetFields()["identity"].GetStringValue()
-			if !strings.HasPrefix(id, "spiffe://") {
+			if _, err := identity.ParseSPIFFEID(id); err != nil {
 				return Assignment{}, invalid("cluster %s: endpoint %s has no SPIFFE identity", a.Cluster, sock.GetAddress())
 			}
 			if len(a.Endpoints) == MaxEndpoints {

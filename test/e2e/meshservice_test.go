@@ -71,20 +71,11 @@ func runningPods(ctx context.Context, ns, app string) ([]corev1.Pod, error) {
 	}
 	var running []corev1.Pod
 	for _, pod := range pods.Items {
-		if pod.DeletionTimestamp == nil && pod.Status.Phase == corev1.PodRunning && podReady(&pod) {
+		if pod.DeletionTimestamp == nil && pod.Status.Phase == corev1.PodRunning && sidecar.PodReady(&pod) {
 			running = append(running, pod)
 		}
 	}
 	return running, nil
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // idleOnlyVersion runs the real meshlift-idle image in both slots: the injected layout (native

@@ -134,7 +134,8 @@ func TestTheOperatorWorksInstalledTheWayOLMInstallsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	olmKey := client.ObjectKey{Namespace: olmNamespace, Name: "meshlift-controller-manager"}
-	waitAvailable(t, olmKey, 1)
+	// As many replicas as the CSV's Deployment asks for (config/manager: 2).
+	waitAvailable(t, olmKey, ptr.Deref(bundle.CSV.Spec.InstallStrategy.StrategySpec.DeploymentSpecs[0].Spec.Replicas, 1))
 	// The webhook configurations as the emulated OLM wrote them.
 	caPEM := certs["meshlift-controller-manager"].CABundle
 	written := map[string]string{}

@@ -24,7 +24,7 @@ func TestOperatorRunsInTheClusterAndBecomesReady(t *testing.T) {
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "meshlift-controller-manager"}, deploy); err != nil {
 			return false, err.Error()
 		}
-		if deploy.Status.AvailableReplicas != 1 || deploy.Status.UpdatedReplicas != 1 {
+		if deploy.Status.AvailableReplicas != operatorReplicas || deploy.Status.UpdatedReplicas != operatorReplicas {
 			return false, fmt.Sprintf("deployment status %+v", deploy.Status)
 		}
 		return true, ""
@@ -48,8 +48,8 @@ func TestOperatorRunsInTheClusterAndBecomesReady(t *testing.T) {
 			}
 		}
 	}
-	if ready != 1 {
-		t.Errorf("%d ready operator containers, want 1", ready)
+	if ready != operatorReplicas {
+		t.Errorf("%d ready operator containers, want %d", ready, operatorReplicas)
 	}
 
 	// Leader election works in the cluster: the leader holds the Lease.

@@ -11,8 +11,11 @@ import (
 	"strings"
 	"testing"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
+	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -80,5 +83,51 @@ func FuzzPodInjector(f *testing.F) {
 				t.Fatalf("a refused request carries no message: %s", rec.Body.String())
 			}
 		}
+		if len(out.Response.Patch) > 0 {
+			checkAdditive(t, body, out.Response.Patch)
+		}
 	})
+}
+
+// checkAdditive checks that a patch only adds and applies to the pod of the request (decoded as
+// the webhook server decodes it), as the API server will apply it.
+func checkAdditive(t *testing.T, body, patch []byte) {
+	t.Helper()
+	in := unversionedReview{}
+	in.SetGroupVersionKind(admissionv1.SchemeGroupVersion.WithKind("AdmissionReview"))
+	if _, _, err := admissionCodecs.UniversalDeserializer().Decode(body, nil, &in); err != nil || in.Request == nil {
+		t.Fatalf("a request that was answered with a patch does not decode (%v)", err)
+	}
+	var ops []struct {
+		Op   string `json:"op"`
+		Path string `json:"path"`
+	}
+	if err := json.Unmarshal(patch, &ops); err != nil {
+		t.Fatalf("the patch is not a list of operations: %v", err)
+	}
+	for _, op := range ops {
+		if op.Op != "add" {
+			t.Fatalf("the patch has a %s operation on %s; the injector only adds", op.Op, op.Path)
+		}
+	}
+	decoded, err := jsonpatch.DecodePatch(patch)
+	if err != nil {
+		t.Fatalf("the patch is not a valid JSON patch: %v", err)
+	}
+	if _, err := decoded.Apply(in.Request.Object.Raw); err != nil {
+		t.Fatalf("the patch does not apply to the pod: %v\npatch: %s\npod: %s", err, patch, in.Request.Object.Raw)
+	}
+}
+
+// admissionCodecs and unversionedReview decode AdmissionReviews (v1 or v1beta1) the way
+// controller-runtime's webhook server does.
+var admissionCodecs = func() serializer.CodecFactory {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(admissionv1.AddToScheme(scheme))
+	utilruntime.Must(admissionv1beta1.AddToScheme(scheme))
+	return serializer.NewCodecFactory(scheme)
+}()
+
+type unversionedReview struct {
+	admissionv1.AdmissionReview
 }

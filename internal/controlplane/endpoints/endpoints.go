@@ -77,16 +77,7 @@ func IsEndpoint(pod *corev1.Pod, ms *meshv1alpha1.MeshService, selector labels.S
 		!selector.Matches(labels.Set(pod.Labels)):
 		return false
 	}
-	return podReady(pod) || sidecar.ProxyReady(pod)
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return sidecar.PodReady(pod) || sidecar.ProxyReady(pod)
 }
 
 // LbEndpoints are the endpoints of ms among pods, ordered by address: the pod IP and the

@@ -12,6 +12,7 @@ import (
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/buildinfo"
+	"github.com/meshlift/meshlift/internal/sidecar"
 )
 
 // OperatorPodLabels select the operator's pods (config/manager).
@@ -98,15 +99,10 @@ func operatorReplicas(ctx context.Context, env *Env) ([]OperatorReplica, error) 
 		if p.DeletionTimestamp != nil {
 			continue
 		}
-		r := OperatorReplica{Namespace: p.Namespace, Pod: p.Name, Version: p.Annotations[meshv1alpha1.AnnotationOperatorVersion]}
+		r := OperatorReplica{Namespace: p.Namespace, Pod: p.Name, Version: p.Annotations[meshv1alpha1.AnnotationOperatorVersion], Ready: sidecar.PodReady(&p)}
 		for _, ctr := range p.Spec.Containers {
 			if ctr.Name == "manager" || r.Image == "" {
 				r.Image = ctr.Image
-			}
-		}
-		for _, cond := range p.Status.Conditions {
-			if cond.Type == corev1.PodReady {
-				r.Ready = cond.Status == corev1.ConditionTrue
 			}
 		}
 		out = append(out, r)
