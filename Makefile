@@ -45,10 +45,20 @@ help: ## Show this help.
 
 ##@ Development
 
+# RBAC (docs/security.md#permissions): the +kubebuilder:rbac markers of the packages only one mode
+# runs go into a role of their own that only that mode's install binds; every other package's
+# go into manager-role (config/rbac/role.yaml).
+RBAC_MODE_PACKAGES := ./internal/webhookcert ./internal/identity/certmanager
+RBAC_COMMON_PATHS = $(shell grep -rl --include='*.go' --exclude='*_test.go' '^// +kubebuilder:rbac:' main.go api cmd controllers internal webhooks | \
+	xargs -n1 dirname | sed 's|^\([^.]\)|./\1|' | sort -u | grep -v $(foreach p,$(RBAC_MODE_PACKAGES),-e '^$(p)$$') | paste -sd';')
+
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the Go markers.
-	$(call say,Generating CRDs (config/crd/bases) and RBAC (config/rbac/role.yaml))
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./... output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(call say,Generating CRDs (config/crd/bases) and RBAC (config/rbac/role.yaml, config/rbac/webhook-certificates, config/rbac/ca-cert-manager))
+	$(CONTROLLER_GEN) crd paths=./... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="$(RBAC_COMMON_PATHS)" output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=webhook-certificates paths=./internal/webhookcert output:rbac:artifacts:config=config/rbac/webhook-certificates
+	$(CONTROLLER_GEN) rbac:roleName=ca-cert-manager paths=./internal/identity/certmanager output:rbac:artifacts:config=config/rbac/ca-cert-manager
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy functions.
@@ -56,7 +66,7 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy functions.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 # The generated files that verify-generated compares.
-GENERATED := config/crd/bases config/rbac/role.yaml api/v1alpha1/zz_generated.deepcopy.go
+GENERATED := config/crd/bases config/rbac/role.yaml config/rbac/webhook-certificates/role.yaml config/rbac/ca-cert-manager/role.yaml api/v1alpha1/zz_generated.deepcopy.go
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail if generated files are stale (they are regenerated either way).

@@ -72,9 +72,12 @@ type options struct {
 	caSecretName   string
 	caIssuer       cmmeta.IssuerReference
 	caDuration     time.Duration
+	caTrustAnchor  certmanager.TrustAnchor
+	caUnsafe       certmanager.Risks
 	controlPlane   string
 	replicaName    string
 	leafLifetime   time.Duration
+	maxConnAge     time.Duration
 	logLevel       string
 	logFormat      string
 	logDevelopment bool
@@ -85,7 +88,7 @@ type options struct {
 }
 
 func main() {
-	opts := options{injection: sidecar.DefaultOptions(), certs: webhookcert.Options{Mode: webhookcert.SelfManaged}, caBackend: identity.BackendBuiltin}
+	opts := options{injection: sidecar.DefaultOptions(), certs: webhookcert.Options{Mode: webhookcert.SelfManaged}, caBackend: identity.BackendBuiltin, caTrustAnchor: certmanager.DefaultTrustAnchor()}
 	flag.StringVar(&opts.namespace, "namespace", envOr("POD_NAMESPACE", "meshlift-system"), "The operator's namespace (default: $POD_NAMESPACE).")
 	flag.BoolVar(&opts.webhooks, "enable-webhooks", true, "Serve the admission webhooks (the pod injector and the validators).")
 	flag.IntVar(&opts.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
@@ -109,13 +112,17 @@ func main() {
 	flag.StringVar(&opts.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of workload identities.")
 	flag.Var(&opts.caBackend, "ca-backend", "Who signs workload certificates: builtin (a root kept in a Secret, default) or cert-manager (an intermediate from an Issuer).")
 	flag.StringVar(&opts.caSecretName, "ca-secret-name", builtin.DefaultSecretName, "Secret of the built-in CA's root certificate and key (builtin backend).")
-	flag.StringVar(&opts.caIssuer.Name, "ca-issuer-name", "", "cert-manager Issuer or ClusterIssuer that signs the mesh intermediate CA (cert-manager backend; required there).")
-	flag.StringVar(&opts.caIssuer.Kind, "ca-issuer-kind", "ClusterIssuer", "Kind of --ca-issuer-name: Issuer (in the operator's namespace) or ClusterIssuer.")
+	flag.StringVar(&opts.caIssuer.Name, "ca-issuer-name", "", "cert-manager Issuer dedicated to the mesh that signs its intermediate CA (cert-manager backend; required there).")
+	flag.StringVar(&opts.caIssuer.Kind, "ca-issuer-kind", "Issuer", "Kind of --ca-issuer-name: Issuer (in the operator's namespace) or ClusterIssuer (refused unless --ca-i-understand-unsafe=cluster-issuer).")
 	flag.StringVar(&opts.caIssuer.Group, "ca-issuer-group", "cert-manager.io", "API group of --ca-issuer-name (for external issuers).")
 	flag.DurationVar(&opts.caDuration, "ca-duration", certmanager.DefaultDuration, "Lifetime requested for the intermediate CA (cert-manager backend); it is renewed at two thirds.")
+	flag.Var(&opts.caTrustAnchor, "ca-trust-anchor", "configmap/<name> or secret/<name> in the operator's namespace holding the PEM roots proxies trust (cert-manager backend; default configmap/"+certmanager.DefaultTrustAnchorName+", e.g. written by a trust-manager Bundle); empty takes the issuer's status.ca, refused unless --ca-i-understand-unsafe=issuer-ca.")
+	flag.StringVar(&opts.caTrustAnchor.Key, "ca-trust-anchor-key", certmanager.DefaultTrustAnchorKey, "Key of --ca-trust-anchor holding the PEM roots.")
+	flag.Var(&opts.caUnsafe, "ca-i-understand-unsafe", "Comma-separated unsafe cert-manager configurations to accept anyway: cluster-issuer (an issuer serving every namespace), issuer-ca (no pinned trust anchor).")
 	flag.StringVar(&opts.controlPlane, "control-plane-bind-address", controlplane.DefaultAddress, "Address of the control-plane gRPC server (SDS and EDS for the proxies); \"0\" disables it.")
 	flag.StringVar(&opts.replicaName, "replica-name", envOr("POD_NAME", hostname()), "This replica's name (default: $POD_NAME, else the host name): its control plane acknowledges InPlace drains under it.")
 	flag.DurationVar(&opts.leafLifetime, "leaf-lifetime", controlplane.DefaultLeafLifetime, "Lifetime of workload certificates; proxies rotate them at half of it.")
+	flag.DurationVar(&opts.maxConnAge, "control-plane-max-connection-age", controlplane.DefaultMaxConnectionAge, "How long a proxy's connection to the control plane lives (give or take 10%) before the server asks it to reconnect, so that proxies spread again over the replicas after one restarts.")
 	flag.DurationVar(&opts.shutdownDelay, "shutdown-delay", defaultShutdownDelay(), "How long a replica keeps serving webhooks and the control plane, reporting itself not ready, after SIGTERM before it stops (default 5s in a pod, 0 elsewhere); a second signal stops it at once.")
 	flag.DurationVar(&opts.gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second, "How long the manager waits for its runnables to stop after the shutdown delay.")
 	flag.StringVar(&opts.logLevel, "log-level", "info", "Log level: debug, info, warn, error, or a number (higher is more verbose: 1 = debug).")
@@ -173,7 +180,13 @@ func run(ctx context.Context, opts options) error {
 		// so that the readiness check knows whether a certificate is loaded.
 		webhookServer = webhook.NewServer(webhook.Options{Port: opts.webhookPort, TLSOpts: []func(*tls.Config){certs.ConfigureTLS}})
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	cfg := ctrl.GetConfigOrDie()
+	// Pods are the bulk of the cache: only what the operator reads of them is decoded and kept.
+	cacheOpts, err := podcache.CacheOptionsFor(cfg)
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		WebhookServer:                 webhookServer,
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
@@ -181,11 +194,10 @@ func run(ctx context.Context, opts options) error {
 		PprofBindAddress:              opts.pprofAddr,
 		LeaderElection:                opts.leaderElect,
 		LeaderElectionID:              "meshlift.mesh.meshlift.io",
-		LeaderElectionNamespace:       opts.leaderElectNS,
+		LeaderElectionNamespace:       cmp.Or(opts.leaderElectNS, opts.namespace),
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &opts.gracefulShutdown,
-		// Pods are the bulk of the cache: only what the operator reads of them is kept.
-		Cache: podcache.CacheOptions(),
+		Cache:                         cacheOpts,
 	})
 	if err != nil {
 		return fmt.Errorf("failed to create manager: %w", err)
@@ -212,7 +224,7 @@ func run(ctx context.Context, opts options) error {
 		host, _, _ := net.SplitHostPort(opts.injection.ControlPlaneAddress)
 		cp, err := controlplane.Setup(ctx, mgr, holder, controlplane.Options{
 			Address: opts.controlPlane, TrustDomain: opts.trustDomain, Namespace: opts.namespace, LeafLifetime: opts.leafLifetime,
-			ExtraNames: []string{host}, ReplicaName: opts.replicaName,
+			ExtraNames: []string{host}, ReplicaName: opts.replicaName, MaxConnectionAge: opts.maxConnAge,
 		})
 		if err != nil {
 			return err
@@ -297,10 +309,11 @@ func setupCA(mgr ctrl.Manager, opts options, holder *identity.Holder) error {
 	switch opts.caBackend {
 	case identity.BackendCertManager:
 		if opts.caIssuer.Name == "" {
-			return errors.New("--ca-backend=cert-manager needs --ca-issuer-name (an Issuer or ClusterIssuer that may sign CA certificates)")
+			return errors.New("--ca-backend=cert-manager needs --ca-issuer-name (an Issuer of the operator's namespace, dedicated to the mesh, that may sign CA certificates)")
 		}
 		c, err := certmanager.New(certmanager.Options{
 			Namespace: opts.namespace, TrustDomain: opts.trustDomain, Duration: opts.caDuration, IssuerRef: opts.caIssuer,
+			TrustAnchor: opts.caTrustAnchor, AcceptRisks: opts.caUnsafe,
 		}, holder)
 		if err != nil {
 			return err

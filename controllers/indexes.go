@@ -13,24 +13,13 @@ import (
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 )
 
-// IndexPodVersion indexes pods by the SidecarVersion their active proxy runs.
-const IndexPodVersion = "meshlift.io/pod-version"
-
 // IndexPodMeshService indexes pods by the MeshService they were injected for.
 const IndexPodMeshService = "meshlift.io/pod-meshservice"
 
-// SetupIndexes registers the cache indexes the reconcilers list by.
+// SetupIndexes registers the cache indexes the reconcilers list by. (The MeshService and
+// SidecarVersion reconcilers read pods through podcache.Pods, by namespace.)
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
-	err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPodVersion, func(obj client.Object) []string {
-		if version := obj.GetAnnotations()[meshv1alpha1.AnnotationVersion]; version != "" {
-			return []string{version}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("failed to index pods by %s: %w", meshv1alpha1.AnnotationVersion, err)
-	}
-	err = mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPodMeshService, func(obj client.Object) []string {
+	err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPodMeshService, func(obj client.Object) []string {
 		if ms := obj.GetAnnotations()[meshv1alpha1.AnnotationMeshService]; ms != "" {
 			return []string{ms}
 		}

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/podcache"
 	"github.com/meshlift/meshlift/internal/status"
 	"github.com/meshlift/meshlift/internal/versions"
 )
@@ -38,10 +40,13 @@ type MeshServiceReconciler struct {
 	Recorder events.EventRecorder
 	// TrustDomain of the SPIFFE IDs in status.identity.
 	TrustDomain string
+	// Pods reads the pods a MeshService selects (podcache.Pods): the manager's cache, whose
+	// objects are read in place; nil reads them through Client.
+	Pods client.Reader
 }
 
 // +kubebuilder:rbac:groups=mesh.meshlift.io,resources=meshservices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.meshlift.io,resources=meshservices/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=mesh.meshlift.io,resources=meshservices/status,verbs=update
 // +kubebuilder:rbac:groups=mesh.meshlift.io,resources=upgradeplans,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -58,10 +63,11 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// help until the spec changes, which triggers a new reconcile.
 		return r.reportInvalidSelector(ctx, ms, err)
 	}
-	// Read only (status.MeshService counts them): no copy of every pod per reconcile.
-	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(ms.Namespace), client.MatchingLabelsSelector{Selector: selector},
-		client.UnsafeDisableDeepCopy); err != nil {
+	// Read only (status.MeshService counts them): no copy of any pod per reconcile.
+	pods, err := podcache.Pods(ctx, cmp.Or[client.Reader](r.Pods, r.Client), ms.Namespace, func(pod *corev1.Pod) bool {
+		return selector.Matches(labels.Set(pod.Labels))
+	})
+	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("failed to list pods of MeshService %s: %w", req, err)
 	}
 	plans := &meshv1alpha1.UpgradePlanList{}
@@ -75,7 +81,7 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 	resolution, resolveErr := versions.Resolve(ms, plans.Items, sidecarVersions.Items)
 	next := status.MeshService(ms.Status, status.MeshServiceInput{
-		Pods:        pods.Items,
+		Pods:        pods,
 		Resolution:  resolution,
 		ResolveErr:  resolveErr,
 		TrustDomain: r.TrustDomain,
@@ -201,7 +207,8 @@ func (r *MeshServiceReconciler) allMeshServices(ctx context.Context, _ client.Ob
 
 func (r *MeshServiceReconciler) meshServicesIn(ctx context.Context, namespace string, keep func(*meshv1alpha1.MeshService) bool) []reconcile.Request {
 	list := &meshv1alpha1.MeshServiceList{}
-	if err := r.List(ctx, list, client.InNamespace(namespace)); err != nil {
+	// Read only (keep and the requests only read them): called for every pod event.
+	if err := r.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Failed to list MeshServices to map an event", "namespace", namespace)
 		return nil
 	}

@@ -22,7 +22,7 @@ type ProxyReadinessReconciler struct {
 	client.Client
 }
 
-// +kubebuilder:rbac:groups="",resources=pods/status,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
 
 // Reconcile writes the condition when it differs from what the active proxy's readiness says.
 func (r *ProxyReadinessReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/meshlift/meshlift/internal/identity"
@@ -30,11 +31,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if err := SetupIndexes(ctx, mgr); err != nil {
 		return err
 	}
-	if err := (&SidecarVersionReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&SidecarVersionReconciler{Client: mgr.GetClient(), Pods: mgr.GetCache()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the SidecarVersion controller: %w", err)
 	}
 	if err := (&MeshServiceReconciler{
 		Client:      mgr.GetClient(),
+		Pods:        mgr.GetCache(),
 		Recorder:    mgr.GetEventRecorder("meshlift-meshservice"),
 		TrustDomain: opts.TrustDomain,
 	}).SetupWithManager(mgr); err != nil {
@@ -49,6 +51,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	plans := NewUpgradePlanReconciler(mgr.GetClient(), mgr.GetEventRecorder("meshlift-rollout"), rolloutOpts)
 	plans.ControlPlane = opts.ControlPlane
+	if opts.ControlPlane != nil {
+		// InPlace drains read EndpointSlices (drainInput): their informer starts and syncs with
+		// the manager, so that a plan does not wait for it and the operator's memory does not
+		// grow when the first one starts (internal/podcache keeps what drains read of them).
+		if _, err := mgr.GetCache().GetInformer(ctx, &discoveryv1.EndpointSlice{}); err != nil {
+			return fmt.Errorf("failed to register the EndpointSlice informer for InPlace drains: %w", err)
+		}
+	}
 	if err := plans.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the UpgradePlan controller: %w", err)
 	}

@@ -1,12 +1,14 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -17,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/podcache"
 	"github.com/meshlift/meshlift/internal/status"
 	"github.com/meshlift/meshlift/internal/versions"
 )
@@ -25,10 +28,13 @@ import (
 // proxies are ready, and whether it conflicts with another default.
 type SidecarVersionReconciler struct {
 	client.Client
+	// Pods reads the pods that run a version (podcache.Pods): the manager's cache, whose objects
+	// are read in place; nil reads them through Client.
+	Pods client.Reader
 }
 
 // +kubebuilder:rbac:groups=mesh.meshlift.io,resources=sidecarversions,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.meshlift.io,resources=sidecarversions/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=mesh.meshlift.io,resources=sidecarversions/status,verbs=update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
 // Reconcile computes the status of one SidecarVersion.
@@ -38,9 +44,11 @@ func (r *SidecarVersionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
-	// Read only (status.SidecarVersion counts them): no copy of every pod per reconcile.
-	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.MatchingFields{IndexPodVersion: sv.Name}, client.UnsafeDisableDeepCopy); err != nil {
+	// Read only (status.SidecarVersion counts them): no copy of any pod per reconcile.
+	pods, err := podcache.Pods(ctx, cmp.Or[client.Reader](r.Pods, r.Client), metav1.NamespaceAll, func(pod *corev1.Pod) bool {
+		return pod.Annotations[meshv1alpha1.AnnotationVersion] == sv.Name
+	})
+	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("failed to list pods running SidecarVersion %s: %w", sv.Name, err)
 	}
 	all := &meshv1alpha1.SidecarVersionList{}
@@ -49,7 +57,7 @@ func (r *SidecarVersionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 
 	next := status.SidecarVersion(sv.Status, status.SidecarVersionInput{
-		Pods:          pods.Items,
+		Pods:          pods,
 		DefaultClaims: versions.DefaultClaims(all.Items),
 		Default:       sv.Spec.Default && sv.DeletionTimestamp == nil,
 		Generation:    sv.Generation,

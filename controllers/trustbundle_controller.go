@@ -36,7 +36,11 @@ const (
 	TrustBundleKey = sidecar.CARootKey
 )
 
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
+// The trust bundle ConfigMap is written in every meshed namespace, so the rules are cluster-wide,
+// but only for its name: the private cache lists and watches it with a metadata.name field
+// selector, and patches it (a create cannot be limited to a name). It is never read with a GET.
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=create
+// +kubebuilder:rbac:groups="",resources=configmaps,resourceNames=meshlift-ca-root,verbs=list;watch;patch
 
 // TrustBundleReconciler publishes the trust bundle of the current CA as the ConfigMap
 // meshlift-ca-root (key ca.crt) in every namespace that has a MeshService, keeps it equal to

@@ -148,7 +148,7 @@ func (e *podExpectations) pending() int {
 }
 
 // +kubebuilder:rbac:groups=mesh.meshlift.io,resources=upgradeplans,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.meshlift.io,resources=upgradeplans/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=mesh.meshlift.io,resources=upgradeplans/status,verbs=update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=pods/resize,verbs=patch
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create

@@ -493,3 +493,76 @@ func lookup(doc any, path ...any) any {
 	}
 	return doc
 }
+
+// A container of the application that mounts a volume the sidecar reserves would share the
+// proxy's run directory, and with it the handoff socket that hands the inbound listeners over.
+// The injector leaves such a pod alone, warns the client and records why on the MeshService.
+func TestPodsThatMountTheSidecarsVolumesAreNotInjected(t *testing.T) {
+	ctx := context.Background()
+	ns, _ := meshed(t, "reserved", nil)
+	snoop := func(declare bool) *corev1.Pod {
+		pod := webPod(ns)
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
+			Name: "snoop", Image: "busybox",
+			VolumeMounts: []corev1.VolumeMount{{Name: sidecar.RunVolume, MountPath: sidecar.RunDir}},
+		})
+		if declare {
+			pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: sidecar.RunVolume,
+				VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		}
+		return pod
+	}
+	const wantWarning = "container snoop mounts volume meshlift-run, which only the sidecar may mount"
+
+	t.Run("a pod that declares the volume itself is admitted without a sidecar", func(t *testing.T) {
+		warned.take()
+		pod := snoop(true)
+		if err := warnClient.Create(ctx, pod); err != nil {
+			t.Fatalf("the pod was not admitted: %v", err)
+		}
+		if sidecar.IsInjected(pod) || len(pod.Spec.InitContainers) != 0 ||
+			slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == sidecar.TokenVolume }) {
+			t.Fatalf("the pod was injected: annotations %v, init containers %d, volumes %v", pod.Annotations, len(pod.Spec.InitContainers), pod.Spec.Volumes)
+		}
+		if got := strings.Join(warned.take(), "\n"); !strings.Contains(got, "admitted without a sidecar") || !strings.Contains(got, wantWarning) ||
+			!strings.Contains(got, "give the pod's own volume another name") {
+			t.Errorf("warnings = %q, want one that says the pod has no sidecar, why and what to fix", got)
+		}
+		waitForSkippedEvent(t, ns, wantWarning)
+	})
+
+	t.Run("a pod that relies on the sidecar's volume is admitted without it, and Kubernetes refuses it", func(t *testing.T) {
+		warned.take()
+		pod := snoop(false)
+		err := warnClient.Create(ctx, pod)
+		// Injected, the pod would have been valid: the injector would have added the volume.
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "volumeMounts[0].name: Not found") {
+			t.Fatalf("create returned %v, want the API server to refuse a mount of a volume the pod does not declare", err)
+		}
+		if got := strings.Join(warned.take(), "\n"); !strings.Contains(got, wantWarning) {
+			t.Errorf("warnings = %q, want one that says why the pod got no sidecar", got)
+		}
+	})
+}
+
+// waitForSkippedEvent waits for an InjectionSkipped event on MeshService web whose note contains
+// want. (A pod created with generateName has no name yet when the injector sees it.)
+func waitForSkippedEvent(t *testing.T, ns, want string) {
+	t.Helper()
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		events := &eventsv1.EventList{}
+		if err := env.Client.List(ctx, events, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		var notes []string
+		for _, e := range events.Items {
+			if e.Reason == webhooks.EventReasonInjectionSkipped && e.Regarding.Kind == "MeshService" && e.Regarding.Name == "web" {
+				if strings.Contains(e.Note, want) {
+					return true, ""
+				}
+				notes = append(notes, e.Note)
+			}
+		}
+		return false, fmt.Sprintf("no InjectionSkipped event saying %q on MeshService web; events: %q", want, notes)
+	})
+}

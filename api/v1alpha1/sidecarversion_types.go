@@ -48,19 +48,25 @@ type SidecarVersionSpec struct {
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 
-	// Args are appended to the arguments the injector renders from the MeshService.
+	// Args are appended to the arguments the injector renders from the MeshService: at most 64,
+	// of at most 1024 characters each. Every injected pod carries them (twice, in both slots), so
+	// the limits keep a SidecarVersion from making pods too large to store.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=1024
 	// +listType=atomic
 	Args []string `json:"args,omitempty"`
 
-	// Env is added to the proxy containers' environment.
+	// Env is added to the proxy containers' environment: at most 64 variables, names of at most
+	// 256 characters, values of at most 4096.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxItems=64
 	// +listType=atomic
 	// +kubebuilder:validation:XValidation:rule="self.all(e, !e.name.startsWith('MESHLIFT_'))",message="spec.env must not set MESHLIFT_* variables: the injector owns them"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, size(e.name) <= 256)",message="spec.env[].name must be at most 256 characters"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !has(e.value) || size(e.value) <= 4096)",message="spec.env[].value must be at most 4096 characters"
 	Env []corev1.EnvVar `json:"env,omitempty"`
 
 	// Default marks the version that pods get when neither an UpgradePlan nor the MeshService

@@ -89,6 +89,15 @@ func build(t *testing.T, base string, mutations ...mutation) *unstructured.Unstr
 // list and object make nested values readable in the table below.
 func list(items ...any) []any { return items }
 
+// repeated is a list of n copies of value.
+func repeated(value any, n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = value
+	}
+	return out
+}
+
 func object(kv ...any) map[string]any {
 	m := map[string]any{}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -115,6 +124,9 @@ func TestEdgeCasesThatAreValid(t *testing.T) {
 	}{
 		{"a SidecarVersion that cannot hot-upgrade needs no idle image", validSidecarVersion,
 			[]mutation{remove("spec.hotUpgrade"), remove("spec.idleImage")}},
+		{"args and env may reach their length limits", validSidecarVersion,
+			[]mutation{set("spec.args", append(repeated("--v", 63), "--x="+strings.Repeat("a", 1020))),
+				set("spec.env", list(object("name", strings.Repeat("A", 256), "value", strings.Repeat("a", 4096))))}},
 		{"a version may carry a leading v, a pre-release and build metadata", validSidecarVersion,
 			[]mutation{set("spec.version", "v2.0.0-rc.1+build.7")}},
 		{"a MeshService may have no ports (a pure client)", validMeshService, []mutation{remove("spec.ports")}},
@@ -155,6 +167,13 @@ func TestInvalidObjectsAreRejectedWithAMessageThatSaysWhatToFix(t *testing.T) {
 			"spec.idleImage is required when spec.hotUpgrade is set"},
 		{"a handoff protocol that is not a number", validSidecarVersion, []mutation{set("spec.hotUpgrade.protocol", "v1")},
 			"spec.hotUpgrade.protocol must be a positive integer"},
+		{"an argument longer than 1024 characters", validSidecarVersion,
+			[]mutation{set("spec.args", list("--log-level=debug", "--x="+strings.Repeat("a", 1021)))}, "spec.args[1]: Too long: may not be more than 1024"},
+		{"more than 64 arguments", validSidecarVersion, []mutation{set("spec.args", repeated("--v", 65))}, "spec.args: Too many: 65: must have at most 64 items"},
+		{"an env value longer than 4096 characters", validSidecarVersion,
+			[]mutation{set("spec.env", list(object("name", "CONFIG", "value", strings.Repeat("a", 4097))))}, "spec.env[].value must be at most 4096 characters"},
+		{"an env name longer than 256 characters", validSidecarVersion,
+			[]mutation{set("spec.env", list(object("name", strings.Repeat("A", 257), "value", "1")))}, "spec.env[].name must be at most 256 characters"},
 		{"env that sets a MESHLIFT_ variable", validSidecarVersion,
 			[]mutation{set("spec.env", list(object("name", "MESHLIFT_SLOT", "value", "2")))}, "spec.env must not set MESHLIFT_* variables"},
 

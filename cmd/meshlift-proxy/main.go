@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/meshlift/meshlift/internal/buildinfo"
+	"github.com/meshlift/meshlift/internal/handoff"
 	"github.com/meshlift/meshlift/internal/identity"
 	"github.com/meshlift/meshlift/internal/proxy"
 	"github.com/meshlift/meshlift/internal/proxyadmin"
@@ -202,7 +203,7 @@ func run(ctx context.Context, s settings, log logr.Logger) error {
 		defer func() { _ = admin.Close() }()
 	}
 
-	o := &owner{s: s, proxy: p, state: state, configured: configured, log: log}
+	o := &owner{s: s, proxy: p, state: state, configured: configured, log: log, ownUID: handoff.OwnUID()}
 	return o.run(ctx)
 }
 

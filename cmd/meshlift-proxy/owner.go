@@ -36,12 +36,23 @@ type owner struct {
 	predecessor *handoff.Conn
 	// successor is the connection to the process that took the listeners over, while idle.
 	successor *handoff.Conn
+	// ownUID is the UID a handoff peer must have (handoff.OwnUID()).
+	ownUID uint32
 
 	handoffs        *prometheus.CounterVec
 	handoffDuration *prometheus.HistogramVec
+	refusedPeers    *prometheus.CounterVec
 }
 
-func (o *owner) run(ctx context.Context) error {
+// Sides of a refused handoff peer (meshlift_proxy_handoff_peers_refused_total).
+const (
+	// sideServing: the process that holds the listeners refused a process that connected.
+	sideServing = "serving"
+	// sideConnecting: the process that connected refused the one listening on the socket.
+	sideConnecting = "connecting"
+)
+
+func (o *owner) registerMetrics() error {
 	o.handoffs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshlift_proxy_handoffs_total", Help: "Listener handoffs by side (took-over, handed-off, resumed) and result.",
 	}, []string{"side", "result"})
@@ -49,8 +60,26 @@ func (o *owner) run(ctx context.Context) error {
 		Name: "meshlift_proxy_handoff_duration_seconds", Help: "Time from HELLO to DRAINED, by side.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	}, []string{"side"})
-	if err := o.state.Register(o.handoffs, o.handoffDuration); err != nil {
+	o.refusedPeers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshlift_proxy_handoff_peers_refused_total",
+		Help: "Processes of another UID refused on the handoff socket, by side (serving: one connected; connecting: one listened).",
+	}, []string{"side"})
+	if err := o.state.Register(o.handoffs, o.handoffDuration, o.refusedPeers); err != nil {
 		return fmt.Errorf("registering handoff metrics: %w", err)
+	}
+	return nil
+}
+
+// refusedPeer records a handoff peer of another UID.
+func (o *owner) refusedPeer(side string, peer handoff.PeerCredentials, err error) {
+	o.refusedPeers.WithLabelValues(side).Inc()
+	o.log.Error(err, "Refused a handoff peer of another UID", "side", side, "peerUID", peer.UID, "peerGID", peer.GID,
+		"peerPID", peer.PID, "ownUID", o.ownUID, "socket", o.s.handoffSocket)
+}
+
+func (o *owner) run(ctx context.Context) error {
+	if err := o.registerMetrics(); err != nil {
+		return err
 	}
 	if err := o.waitMayOwn(ctx); err != nil {
 		return nil //nolint:nilerr // stopped before owning anything: nothing to drain
@@ -119,9 +148,15 @@ func (o *owner) acquire(ctx context.Context) error {
 		if err := o.waitConfigured(ctx); err != nil {
 			return err
 		}
-		conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: o.s.handoffSocket, Net: "unix"})
-		if err == nil {
+		conn, peer, err := handoff.Dial(o.s.handoffSocket, o.ownUID)
+		switch {
+		case err == nil:
 			return o.takeOver(ctx, handoff.NewConn(conn, o.s.drainTimeout+10*time.Second))
+		case errors.Is(err, handoff.ErrPeerRefused):
+			// Not the other slot: binding fresh could take the ports from the real owner, and
+			// waiting hides the problem. Failing makes it visible (the container restarts).
+			o.refusedPeer(sideConnecting, peer, err)
+			return fmt.Errorf("the process on the handoff socket is not this pod's other proxy slot: %w", err)
 		}
 		o.log.Info("No process answers on the handoff socket; binding the listeners", "socket", o.s.handoffSocket, "reason", err.Error())
 	}
@@ -225,7 +260,7 @@ func (o *owner) takeOver(ctx context.Context, conn *handoff.Conn) error {
 // process, drains, idles while that process lives, and resumes if it dies.
 func (o *owner) serveHandoffs(ctx context.Context) error {
 	for {
-		l, err := listenHandoff(o.s.handoffSocket)
+		l, err := handoff.Listen(o.s.handoffSocket)
 		if err != nil {
 			return err
 		}
@@ -252,6 +287,15 @@ func (o *owner) acceptHandoff(ctx context.Context, l *net.UnixListener) (bool, e
 				return false, nil
 			}
 			return false, fmt.Errorf("accepting on the handoff socket: %w", err)
+		}
+		if peer, err := handoff.Authorize(conn, o.ownUID); err != nil {
+			if errors.Is(err, handoff.ErrPeerRefused) {
+				o.refusedPeer(sideServing, peer, err)
+			} else {
+				o.log.Error(err, "Cannot check a handoff peer; closing its connection")
+			}
+			_ = conn.Close() // nothing sent: a refused peer learns nothing
+			continue
 		}
 		if o.offer(handoff.NewConn(conn, o.s.handoffTimeout+o.s.drainTimeout)) {
 			return true, nil
@@ -335,20 +379,6 @@ func (o *owner) shutdown() error {
 	}
 	closeListeners(o.listeners)
 	return nil
-}
-
-// listenHandoff binds the handoff socket, replacing a stale file. The file is never unlinked on
-// close: after a handoff it belongs to the new process.
-func listenHandoff(path string) (*net.UnixListener, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing the old handoff socket: %w", err)
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listening on the handoff socket: %w", err)
-	}
-	l.SetUnlinkOnClose(false)
-	return l, nil
 }
 
 func closeListeners(ls map[string]net.Listener) {

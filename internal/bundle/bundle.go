@@ -305,14 +305,26 @@ func gvkKey(obj *unstructured.Unstructured) string {
 	return obj.GetAPIVersion() + "/" + obj.GetKind()
 }
 
+// SelfManagedCertificatesComponent labels (app.kubernetes.io/component) the roles and bindings
+// of config/rbac/webhook-certificates: what the operator needs to manage its own webhook
+// certificates. The bundle runs it in external mode, where OLM does that, so it leaves them out.
+const SelfManagedCertificatesComponent = "webhook-certificates"
+
 func sortObjects(all []*unstructured.Unstructured) (*objects, error) {
 	in := &objects{webhookServices: map[string]bool{}}
 	var serviceAccounts []string
 	var rest []*unstructured.Unstructured
 	for _, obj := range all {
+		if obj.GetLabels()["app.kubernetes.io/component"] == SelfManagedCertificatesComponent {
+			continue
+		}
 		switch gvkKey(obj) {
 		case "v1/Namespace":
 			in.namespaceDropped = true // OLM installs into the OperatorGroup's namespace
+		case "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy", "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding":
+			// registry+v1 bundles cannot carry them (operator-sdk#7038): docs/olm.md installs
+			// config/policy/olm next to the bundle.
+			continue
 		case "apiextensions.k8s.io/v1/CustomResourceDefinition":
 			in.crds = append(in.crds, obj)
 		case "v1/ServiceAccount":

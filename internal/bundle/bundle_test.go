@@ -109,6 +109,25 @@ func TestTheServiceAccountAndItsBindingsAreLeftToOLM(t *testing.T) {
 	}
 }
 
+func TestTheSelfManagedCertificateRolesAreLeftOut(t *testing.T) {
+	labels := `labels: {app.kubernetes.io/component: webhook-certificates}`
+	objs := minimal(t,
+		`{apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole, metadata: {name: webhook-certificates, `+labels+`}, rules: [{apiGroups: [admissionregistration.k8s.io], resources: [mutatingwebhookconfigurations], verbs: [patch]}]}`,
+		`{apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRoleBinding, metadata: {name: webhook-certificates, `+labels+`}, roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: webhook-certificates}, subjects: [{kind: ServiceAccount, name: op, namespace: ns}]}`,
+		`{apiVersion: rbac.authorization.k8s.io/v1, kind: Role, metadata: {name: webhook-certificates, namespace: ns, `+labels+`}, rules: [{apiGroups: [""], resources: [secrets], verbs: [create]}]}`,
+		`{apiVersion: rbac.authorization.k8s.io/v1, kind: RoleBinding, metadata: {name: webhook-certificates, namespace: ns, `+labels+`}, roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: webhook-certificates}, subjects: [{kind: ServiceAccount, name: op, namespace: ns}]}`,
+	)
+	files, err := Generate(objs, nil, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, content := range files {
+		if strings.Contains(string(content), "webhookconfigurations") || strings.Contains(string(content), "secrets") {
+			t.Errorf("%s grants what only the self-managed mode needs:\n%s", path, content)
+		}
+	}
+}
+
 // TestEveryDescriptorPathIsInTheCRDSchema keeps descriptors.go in step with the API types.
 func TestEveryDescriptorPathIsInTheCRDSchema(t *testing.T) {
 	for _, file := range []string{"mesh.meshlift.io_meshservices.yaml", "mesh.meshlift.io_sidecarversions.yaml", "mesh.meshlift.io_upgradeplans.yaml"} {

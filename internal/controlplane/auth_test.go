@@ -120,7 +120,7 @@ func TestRefusals(t *testing.T) {
 			name: "a token the API server does not know is unauthenticated",
 			setup: func(t *testing.T, ns string) attempt {
 				pod := cp.createPod(t, ns, "a-1", "a", "a")
-				return attempt{"eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsibWVzaGxpZnQiXX0.c2ln", certificateRequest(pod, nil)}
+				return attempt{forgedToken(t, pod), certificateRequest(pod, nil)}
 			},
 			code: codes.Unauthenticated, reason: identity.ReasonInvalidToken,
 		},

@@ -20,6 +20,7 @@ import (
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/controlplane/endpoints"
+	"github.com/meshlift/meshlift/internal/podcache"
 )
 
 // resource is a marshaled xDS resource shared by every stream that sends it, with a digest
@@ -226,15 +227,11 @@ func (x *endpointIndex) compute(ctx context.Context, key types.NamespacedName) (
 		}
 		return nil, fmt.Errorf("failed to read MeshService %s: %w", key, err)
 	}
-	var pods corev1.PodList
-	if err := x.reader.List(ctx, &pods, client.InNamespace(key.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+	members, err := podcache.Pods(ctx, x.reader, key.Namespace, func(pod *corev1.Pod) bool {
+		return pod.Annotations[meshv1alpha1.AnnotationMeshService] == key.Name
+	})
+	if err != nil {
 		return nil, fmt.Errorf("failed to list the pods of namespace %s: %w", key.Namespace, err)
-	}
-	members := make([]*corev1.Pod, 0, len(pods.Items))
-	for i := range pods.Items {
-		if pods.Items[i].Annotations[meshv1alpha1.AnnotationMeshService] == key.Name {
-			members = append(members, &pods.Items[i])
-		}
 	}
 	routed := endpoints.Members(ms, members)
 	lbEndpoints := endpoints.LbEndpointsOf(routed, x.trustDomain)

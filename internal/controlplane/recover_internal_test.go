@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"net"
 	"slices"
@@ -29,7 +30,11 @@ import (
 	"github.com/meshlift/meshlift/internal/identity"
 )
 
-const panicToken = "make-the-reviewer-panic"
+// panicToken looks like a projected token (it passes caller.Precheck), so it reaches the
+// reviewer.
+var panicToken = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256"}`)) + "." +
+	base64.RawURLEncoding.EncodeToString([]byte(`{"aud":["meshlift"],"exp":9999999999,"jti":"make-the-reviewer-panic",`+
+		`"kubernetes.io":{"namespace":"shop","pod":{"name":"web-1","uid":"u-1"}}}`)) + ".c2lnbmF0dXJl"
 
 // panickingReviewer panics on panicToken, the way a bug anywhere under a stream's handler
 // would; any other token it rejects.

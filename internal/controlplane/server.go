@@ -37,6 +37,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -54,6 +55,23 @@ const (
 	DefaultRotationFraction = 0.5
 	DefaultRotationJitter   = 0.1
 	DefaultTokenCacheSize   = 10000
+	// DefaultRefusalCacheTTL: a token the API server refused is refused again without asking
+	// it for this long.
+	DefaultRefusalCacheTTL = 10 * time.Second
+	// DefaultMaxUnauthenticatedStreams and DefaultMaxUnauthenticatedStreamsPerPeer bound the
+	// streams being authenticated at once, in total and from one address.
+	DefaultMaxUnauthenticatedStreams        = 1024
+	DefaultMaxUnauthenticatedStreamsPerPeer = 8
+	// DefaultPeerTokenReviewQPS and DefaultPeerTokenReviewBurst are one address's share of the
+	// TokenReview client's budget (50 per second): a tenth of it, with a burst for the proxies
+	// of a pod starting together.
+	DefaultPeerTokenReviewQPS   = 5
+	DefaultPeerTokenReviewBurst = 20
+	// DefaultMaxConnectionAge: a connection is closed (GOAWAY, then its streams get
+	// DefaultMaxConnectionAgeGrace to end) after about this long, so the proxies spread again
+	// over the replicas after one restarts. gRPC adds ±10% jitter.
+	DefaultMaxConnectionAge      = 30 * time.Minute
+	DefaultMaxConnectionAgeGrace = time.Minute
 )
 
 // Limits of what a caller may send and how long the server waits.
@@ -68,6 +86,9 @@ const (
 	minRotationDelay = time.Second
 	// endpointBatch is how long endpoint changes are collected before streams are woken.
 	endpointBatch = 50 * time.Millisecond
+	// refusalLogQPS and refusalLogBurst bound the refusals logged at Info.
+	refusalLogQPS   = 5
+	refusalLogBurst = 20
 )
 
 // Options configure the server. Zero values take the defaults.
@@ -94,8 +115,28 @@ type Options struct {
 	// stream (default 0.5), give or take RotationJitter of that delay (default 0.1, i.e. ±10%).
 	RotationFraction float64
 	RotationJitter   float64
-	// TokenCacheSize bounds how many TokenReview results are cached (default 10000).
+	// TokenCacheSize bounds how many TokenReview results are cached (default 10000), and how
+	// many refusals apart from them.
 	TokenCacheSize int
+	// RefusalCacheTTL is how long a token the API server refused is refused again without
+	// asking it (default 10s).
+	RefusalCacheTTL time.Duration
+	// MaxUnauthenticatedStreams is how many streams may be waiting for their authentication at
+	// once (default 1024); MaxUnauthenticatedStreamsPerPeer how many of them may come from one
+	// address (default 8). More are refused with ResourceExhausted.
+	MaxUnauthenticatedStreams        int
+	MaxUnauthenticatedStreamsPerPeer int
+	// PeerTokenReviewQPS and PeerTokenReviewBurst bound the TokenReviews the tokens of one
+	// address may cost (default 5 per second, burst 20); tokens verified before (cached) cost
+	// none. More are refused with ResourceExhausted.
+	PeerTokenReviewQPS   float64
+	PeerTokenReviewBurst int
+	// MaxConnectionAge is how long a client connection lives (default 30m, give or take 10%)
+	// before the server sends it a GOAWAY; its streams then have MaxConnectionAgeGrace
+	// (default 1m) to end before the connection is closed, and the proxy reconnects, maybe to
+	// another replica.
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
 	// Clock schedules rotations and expires cached tokens (default the real clock).
 	Clock clock.Clock
 	// PodWriter patches pods: the expiry of the certificate each pod's proxies were sent last
@@ -133,6 +174,27 @@ func (o *Options) defaults() error {
 	if o.TokenCacheSize == 0 {
 		o.TokenCacheSize = DefaultTokenCacheSize
 	}
+	if o.RefusalCacheTTL == 0 {
+		o.RefusalCacheTTL = DefaultRefusalCacheTTL
+	}
+	if o.MaxUnauthenticatedStreams == 0 {
+		o.MaxUnauthenticatedStreams = DefaultMaxUnauthenticatedStreams
+	}
+	if o.MaxUnauthenticatedStreamsPerPeer == 0 {
+		o.MaxUnauthenticatedStreamsPerPeer = DefaultMaxUnauthenticatedStreamsPerPeer
+	}
+	if o.PeerTokenReviewQPS == 0 {
+		o.PeerTokenReviewQPS = DefaultPeerTokenReviewQPS
+	}
+	if o.PeerTokenReviewBurst == 0 {
+		o.PeerTokenReviewBurst = DefaultPeerTokenReviewBurst
+	}
+	if o.MaxConnectionAge == 0 {
+		o.MaxConnectionAge = DefaultMaxConnectionAge
+	}
+	if o.MaxConnectionAgeGrace == 0 {
+		o.MaxConnectionAgeGrace = DefaultMaxConnectionAgeGrace
+	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
@@ -147,6 +209,14 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("the rotation jitter must be between 0 and 0.5, not %v", o.RotationJitter)
 	case o.TokenCacheSize < 0:
 		return errors.New("the token cache size must not be negative")
+	case o.RefusalCacheTTL < 0:
+		return errors.New("the refusal cache TTL must not be negative")
+	case o.MaxUnauthenticatedStreams < 0 || o.MaxUnauthenticatedStreamsPerPeer < 0:
+		return errors.New("the limits of unauthenticated streams must be positive")
+	case o.PeerTokenReviewQPS < 0 || o.PeerTokenReviewBurst < 0:
+		return errors.New("the TokenReview rate of a peer must be positive")
+	case o.MaxConnectionAge < 0 || o.MaxConnectionAgeGrace < 0:
+		return errors.New("the maximum connection age and its grace must be positive")
 	}
 	return nil
 }
@@ -170,16 +240,20 @@ type TokenReviewer interface {
 
 // Server is the control-plane gRPC server. It is a manager Runnable that runs on every replica.
 type Server struct {
-	opts     Options
-	log      logr.Logger
-	holder   *identity.Holder
-	authn    *authenticator
-	serving  *servingCertificate
-	index    *endpointIndex
-	drain    *drainAcker      // nil without Options.ReplicaName
-	expiry   *expiryPublisher // nil without Options.PodWriter
-	shutdown chan struct{}
-	addr     atomic.Value // net.Addr once listening
+	opts   Options
+	log    logr.Logger
+	holder *identity.Holder
+	authn  *authenticator
+	admit  *admission
+	// refusalLogs bounds how many refusals a second are logged at Info; the others are logged
+	// at V(1), so a flood of bad callers cannot flood the log (the metrics count them all).
+	refusalLogs flowcontrol.PassiveRateLimiter
+	serving     *servingCertificate
+	index       *endpointIndex
+	drain       *drainAcker      // nil without Options.ReplicaName
+	expiry      *expiryPublisher // nil without Options.PodWriter
+	shutdown    chan struct{}
+	addr        atomic.Value // net.Addr once listening
 
 	mu      sync.Mutex
 	streams map[*stream]struct{}
@@ -193,15 +267,17 @@ func New(opts Options, reader client.Reader, reviewer TokenReviewer, holder *ide
 		return nil, err
 	}
 	s := &Server{
-		opts:     opts,
-		log:      log,
-		holder:   holder,
-		authn:    newAuthenticator(reviewer, reader, opts.TrustDomain, opts.TokenCacheSize, opts.Clock),
-		serving:  &servingCertificate{holder: holder, dnsNames: opts.DNSNames(), lifetime: opts.ServingLifetime, clock: opts.Clock, log: log},
-		index:    newEndpointIndex(reader, opts.TrustDomain, log),
-		shutdown: make(chan struct{}),
-		streams:  map[*stream]struct{}{},
-		byPod:    map[types.NamespacedName]map[*stream]struct{}{},
+		opts:        opts,
+		log:         log,
+		holder:      holder,
+		authn:       newAuthenticator(reviewer, reader, opts),
+		admit:       newAdmission(opts.MaxUnauthenticatedStreamsPerPeer, opts.MaxUnauthenticatedStreams),
+		refusalLogs: flowcontrol.NewTokenBucketPassiveRateLimiterWithClock(refusalLogQPS, refusalLogBurst, opts.Clock),
+		serving:     &servingCertificate{holder: holder, dnsNames: opts.DNSNames(), lifetime: opts.ServingLifetime, clock: opts.Clock, log: log},
+		index:       newEndpointIndex(reader, opts.TrustDomain, log),
+		shutdown:    make(chan struct{}),
+		streams:     map[*stream]struct{}{},
+		byPod:       map[types.NamespacedName]map[*stream]struct{}{},
 	}
 	if opts.PodWriter != nil {
 		s.expiry = newExpiryPublisher(reader, opts.PodWriter, log)
@@ -284,7 +360,10 @@ func (s *Server) grpcOptions(creds credentials.TransportCredentials) []grpc.Serv
 		grpc.MaxConcurrentStreams(maxStreamsPerConnection),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionAge: s.opts.MaxConnectionAge, MaxConnectionAgeGrace: s.opts.MaxConnectionAgeGrace,
+		}),
 		grpc.ChainStreamInterceptor(s.recoverStream),
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 	}

@@ -26,7 +26,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -76,6 +75,10 @@ type stream struct {
 	log     logr.Logger
 	started time.Time
 	id      caller.Identity
+	// credential is the token the stream was opened with, checked again before each rotation.
+	credential credential
+	// rechecked is when the API server last vouched for credential again (recheck).
+	rechecked time.Time
 
 	ended chan error    // the stream must end with this error (its pod is gone)
 	wake  chan struct{} // endpoints this stream watches changed
@@ -146,47 +149,65 @@ func (s *Server) serveStream(gs discoveryStream, service string) error {
 	activeStreams.WithLabelValues(service).Inc()
 	defer activeStreams.WithLabelValues(service).Dec()
 
-	log := s.log.WithValues("service", service)
-	if p, ok := peer.FromContext(ctx); ok {
-		log = log.WithValues("peer", p.Addr.String())
+	from := peerOf(ctx)
+	log := s.log.WithValues("service", service, "peer", from)
+	release, err := s.admit.enter(from)
+	if err != nil {
+		return s.streamEnded(log, err)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	id, err := s.authn.authenticate(ctx, md)
+	id, cred, err := s.authn.authenticate(ctx, md, from)
+	release()
 	if err != nil {
-		return streamEnded(log, err)
+		return s.streamEnded(log, err)
 	}
 	log = log.WithValues("pod", klog.KRef(id.Pod.Namespace, id.Pod.Name), "identity", id.SPIFFEID)
 	st := &stream{
-		srv:     s,
-		service: service,
-		gs:      gs,
-		log:     log,
-		started: started,
-		id:      id,
-		ended:   make(chan error, 1),
-		wake:    make(chan struct{}, 1),
-		subs:    map[string]*subscription{},
+		srv:        s,
+		service:    service,
+		gs:         gs,
+		log:        log,
+		started:    started,
+		id:         id,
+		credential: cred,
+		ended:      make(chan error, 1),
+		wake:       make(chan struct{}, 1),
+		subs:       map[string]*subscription{},
 	}
 	s.register(st)
 	defer s.unregister(st)
 	log.V(1).Info("Opened a control-plane stream")
-	return streamEnded(log, st.run(ctx))
+	return s.streamEnded(log, st.run(ctx))
 }
 
 // streamEnded counts and logs why a stream ended and returns what the caller is told.
-func streamEnded(log logr.Logger, err error) error {
+// Refusals are logged at Info up to refusalLogQPS a second, the others at V(1).
+func (s *Server) streamEnded(log logr.Logger, err error) error {
 	var refusal *identity.Refusal
+	var limit *limitError
 	switch {
 	case err == nil:
 		log.V(1).Info("Control-plane stream closed")
 	case errors.As(err, &refusal):
 		refusals.WithLabelValues(string(refusal.Reason)).Inc()
-		log.Info("Refused a control-plane caller", "reason", refusal.Reason, "code", refusal.Code().String(), "message", refusal.Message)
+		s.refusalLog(log).Info("Refused a control-plane caller", "reason", refusal.Reason, "code", refusal.Code().String(), "message", refusal.Message)
 		return refusal
+	case errors.As(err, &limit):
+		refusals.WithLabelValues(limit.reason).Inc()
+		s.refusalLog(log).Info("Refused a control-plane caller", "reason", limit.reason, "code", codes.ResourceExhausted.String(), "message", limit.message)
+		return limit
 	default:
 		log.Info("Control-plane stream ended", "code", status.Code(err).String(), "error", err.Error())
 	}
 	return err
+}
+
+// refusalLog is log, or log.V(1) once more than refusalLogQPS refusals a second were logged.
+func (s *Server) refusalLog(log logr.Logger) logr.Logger {
+	if s.refusalLogs.TryAccept() {
+		return log
+	}
+	return log.V(1)
 }
 
 // end makes the stream end with err (from any goroutine).
@@ -313,6 +334,11 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 		sub.subscribed, sub.wildcard, sub.names = true, wildcard, names
 	}
 	if csrChanged && st.leaf != nil {
+		// A new CSR is a renewal by the proxy (a new key): the caller must still have its
+		// identity, as for a rotation.
+		if err := st.recheck(ctx, csrRecheckInterval); err != nil {
+			return err
+		}
 		if err := st.issue(issueCSR); err != nil {
 			return err
 		}
@@ -552,15 +578,36 @@ func (st *stream) issue(reason string) error {
 	return nil
 }
 
-// rotate signs and pushes a new leaf, if the pod is still there.
+// rotate signs and pushes a new leaf, if the caller still has its identity: its pod is still
+// there and the API server still accepts its token (authenticator.recheck).
 func (st *stream) rotate(ctx context.Context) error {
-	if err := st.srv.authn.stillBound(ctx, st.id); err != nil {
+	if err := st.recheck(ctx, 0); err != nil {
 		return err
 	}
 	if err := st.issue(issueRotation); err != nil {
 		return err
 	}
 	return st.push(ctx, TypeSecret)
+}
+
+// csrRecheckInterval is how often a stream's token is reviewed again at most: a proxy renews
+// its key hours apart, and a stream that sends CSR after CSR must not turn each into a
+// TokenReview. In between, only the pod is checked (from the cache).
+const csrRecheckInterval = time.Minute
+
+// recheck checks that the caller still has its identity before a new certificate: its pod is
+// still there, and the API server still accepts its token unless it did less than interval ago
+// (a rotation, which the server schedules, asks every time: interval 0).
+func (st *stream) recheck(ctx context.Context, interval time.Duration) error {
+	now := st.srv.opts.Clock.Now()
+	if !st.rechecked.IsZero() && now.Sub(st.rechecked) < interval {
+		return st.srv.authn.stillBound(ctx, st.id)
+	}
+	if err := st.srv.authn.recheck(ctx, st.id, st.credential); err != nil {
+		return err
+	}
+	st.rechecked = now
+	return nil
 }
 
 // authorityChanged re-signs the leaf with the new Authority and pushes it with the new trust

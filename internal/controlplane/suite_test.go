@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"testing"
@@ -32,6 +33,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -87,9 +89,15 @@ type controlPlane struct {
 // own, with a fresh mesh CA, until the test ends.
 func startControlPlane(t testing.TB, opts controlplane.Options) *controlPlane {
 	t.Helper()
+	return startControlPlaneOn(t, env.Config, opts)
+}
+
+// startControlPlaneOn is startControlPlane with the manager talking to the API server with cfg.
+func startControlPlaneOn(t testing.TB, cfg *rest.Config, opts controlplane.Options) *controlPlane {
+	t.Helper()
 	holder := identity.NewHolder()
 	holder.Set(newAuthority(t))
-	cp := startControlPlaneWith(t, opts, holder)
+	cp := startControlPlaneWithOn(t, cfg, opts, holder)
 	testenv.Eventually(t, timeout, func(context.Context) (bool, string) {
 		if err := cp.server.Ready(nil); err != nil {
 			return false, err.Error()
@@ -103,12 +111,17 @@ func startControlPlane(t testing.TB, opts controlplane.Options) *controlPlane {
 // yet); it returns once the server listens.
 func startControlPlaneWith(t testing.TB, opts controlplane.Options, holder *identity.Holder) *controlPlane {
 	t.Helper()
+	return startControlPlaneWithOn(t, env.Config, opts, holder)
+}
+
+func startControlPlaneWithOn(t testing.TB, cfg *rest.Config, opts controlplane.Options, holder *identity.Holder) *controlPlane {
+	t.Helper()
 	if opts.Address == "" {
 		opts.Address = "127.0.0.1:0"
 	}
 	opts.TrustDomain = trustDomain
 	opts.Namespace = operatorNamespace
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -159,15 +172,34 @@ func serverName() string {
 // dial connects over TLS, trusting only the current trust bundle, as a proxy does.
 func (cp *controlPlane) dial(t testing.TB) *grpc.ClientConn {
 	t.Helper()
+	return cp.dialFrom(t, "")
+}
+
+// dialFrom is dial from the local address ip ("" for any): the loopback network has all of
+// 127.0.0.0/8, so tests play several peers (pods) on one machine.
+func (cp *controlPlane) dialFrom(t testing.TB, ip string) *grpc.ClientConn {
+	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(cp.holder.Current().TrustBundle())
 	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: serverName(), MinVersion: tls.VersionTLS13})
-	conn, err := grpc.NewClient(cp.server.Addr().String(), grpc.WithTransportCredentials(creds))
+	options := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if ip != "" {
+		options = append(options, grpc.WithContextDialer(dialerFrom(ip)))
+	}
+	conn, err := grpc.NewClient(cp.server.Addr().String(), options...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
+}
+
+// dialerFrom dials TCP from the local address ip.
+func dialerFrom(ip string) func(context.Context, string) (net.Conn, error) {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		return dialer.DialContext(ctx, "tcp", addr)
+	}
 }
 
 // xds is one client stream: its responses and how it ended arrive on channels.
@@ -181,8 +213,14 @@ type xds struct {
 // openADS opens an ADS stream authenticated with token ("" for none).
 func (cp *controlPlane) openADS(t testing.TB, token string) *xds {
 	t.Helper()
+	return openADSOn(t, cp.dial(t), token)
+}
+
+// openADSOn opens an ADS stream on conn.
+func openADSOn(t testing.TB, conn *grpc.ClientConn, token string) *xds {
+	t.Helper()
 	return openStream(t, token, func(ctx context.Context) (grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse], error) {
-		return discoveryv3.NewAggregatedDiscoveryServiceClient(cp.dial(t)).StreamAggregatedResources(ctx)
+		return discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	})
 }
 

@@ -8,8 +8,10 @@
 //  3. the new process accepts on them, becomes ready and sends TAKEOVER; the old process stops
 //     accepting (it keeps its copies of the sockets), drains and sends DRAINED.
 //
-// Either side may send ERROR {reason} instead and close. Messages from the peer are untrusted:
-// every frame is bounded in size, decoded strictly and validated, and every wait has a deadline.
+// Either side may send ERROR {reason} instead and close. Only the other slot may take part: the
+// socket is 0600 and each side refuses a peer of another UID (SO_PEERCRED) before the first
+// message (peer.go). Messages from the peer are untrusted all the same: every frame is bounded
+// in size, decoded strictly and validated, and every wait has a deadline.
 package handoff
 
 import (

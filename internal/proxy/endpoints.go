@@ -128,6 +128,8 @@ func (p *Proxy) newUpstreamTransport(c *cluster, config func(*endpoint) *tls.Con
 		MaxIdleConnsPerHost: maxIdleConnsPerHost,
 		IdleConnTimeout:     p.opts.PoolIdleTimeout,
 		DisableCompression:  true,
+		// Response heads have a request head's bound (h1head.go), on this path as on the fast one.
+		MaxResponseHeaderBytes: maxHeadBytes,
 	}
 }
 

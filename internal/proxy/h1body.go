@@ -99,7 +99,6 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, rechunk bool, trailer *h1
 		}
 		if size == 0 {
 			trailer.reset()
-			trailer.response = true
 			if err := trailer.readFields(src); err != nil {
 				return err, nil
 			}

@@ -17,15 +17,14 @@ import (
 
 const (
 	// maxHeadBytes bounds a request or response head (and a trailer section), as net/http's
-	// server does by default (DefaultMaxHeaderBytes and its 4 KiB of read slack).
+	// server does by default (DefaultMaxHeaderBytes and its 4 KiB of read slack). Responses get
+	// the same bound as requests: an upstream (another workload, or an app that reflects what a
+	// client sent) is no more trusted than a client, and net/http's transport default of 10 MiB
+	// per head would let each in-flight response hold that much of the proxy's memory.
 	maxHeadBytes = http.DefaultMaxHeaderBytes + 4096
 	// maxHeadFields bounds the field lines of a head, so a head of tiny fields cannot make the
 	// field index large.
 	maxHeadFields = 1024
-	// maxResponseHeadBytes and maxResponseHeadFields bound a response head (and trailer section)
-	// from an upstream, which net/http's transport allows up to 10 MiB.
-	maxResponseHeadBytes  = 10 << 20
-	maxResponseHeadFields = 64 << 10
 	// maxChunkLineBytes bounds a chunk-size line (net/http's limit), which must fit in the
 	// reader's buffer.
 	maxChunkLineBytes = 4096
@@ -53,6 +52,9 @@ var (
 	errUnsupportedTE      = &headError{status: http.StatusNotImplemented, reason: "unsupported transfer encoding"}
 	errExpectation        = &headError{status: http.StatusExpectationFailed, reason: "unsupported expectation"}
 	errConnectMethod      = &headError{status: http.StatusMethodNotAllowed, reason: "CONNECT is not supported"}
+	// errResponseHeadTooLarge is a response head over maxHeadBytes or maxHeadFields: the client
+	// gets a 502 of the proxy's own, never a part of the head.
+	errResponseHeadTooLarge = errors.New("the upstream's response head exceeds the proxy's limits")
 )
 
 // span is a part of a head's buffer.
@@ -121,9 +123,6 @@ type h1Head struct {
 	idempotencyKey bool
 	// connNamed are the Connection tokens that name other fields (removed when forwarding).
 	connNamed []span
-
-	// response: the limits of a response head rather than a request head's.
-	response bool
 }
 
 func (h *h1Head) reset() {
@@ -139,21 +138,13 @@ func (h *h1Head) reset() {
 
 func (h *h1Head) bytes(s span) []byte { return h.buf[s.start:s.end] }
 
-func (h *h1Head) limits() (headBytes, fields int) {
-	if h.response {
-		return maxResponseHeadBytes, maxResponseHeadFields
-	}
-	return maxHeadBytes, maxHeadFields
-}
-
 // readLine appends the next line to buf, without its line ending (CRLF or LF), and returns
 // it. io.EOF means the reader ended before the line started.
 func (h *h1Head) readLine(br *bufio.Reader) (span, error) {
 	start := len(h.buf)
-	limit, _ := h.limits()
 	for {
 		frag, err := br.ReadSlice('\n')
-		if len(h.buf)+len(frag) > limit {
+		if len(h.buf)+len(frag) > maxHeadBytes {
 			return span{}, errHeadTooLarge
 		}
 		h.buf = append(h.buf, frag...)
@@ -301,7 +292,7 @@ func (h *h1Head) readFields(br *bufio.Reader) error {
 		if line.len() == 0 {
 			return nil
 		}
-		if _, limit := h.limits(); len(h.fields) == limit {
+		if len(h.fields) == maxHeadFields {
 			return errTooManyFields
 		}
 		b := h.bytes(line)
@@ -457,12 +448,15 @@ func (h *h1Head) forwarded(f headField) bool {
 	return len(h.connNamed) == 0 || !h.named(h.bytes(f.name))
 }
 
-// readResponseHead reads a response head from an upstream.
+// readResponseHead reads a response head from an upstream, with the limits of a request head:
+// errResponseHeadTooLarge when it exceeds them.
 func readResponseHead(br *bufio.Reader, h *h1Head) error {
 	h.reset()
-	h.response = true
 	line, err := h.readLine(br)
 	if err != nil {
+		if errors.Is(err, errHeadTooLarge) {
+			return errResponseHeadTooLarge
+		}
 		return err
 	}
 	b := h.bytes(line)
@@ -495,6 +489,9 @@ func readResponseHead(br *bufio.Reader, h *h1Head) error {
 		}
 	}
 	if err := h.readFields(br); err != nil {
+		if errors.Is(err, errHeadTooLarge) || errors.Is(err, errTooManyFields) {
+			return errResponseHeadTooLarge
+		}
 		var he *headError
 		if errors.As(err, &he) {
 			return fmt.Errorf("malformed response head: %s", he.reason)

@@ -191,13 +191,23 @@ func TestResponseHead(t *testing.T) {
 			t.Fatalf("keep-alive: %v without, %v with", h.keepAlive(), k.keepAlive())
 		}
 	})
-	t.Run("a response head may be larger than a request head, up to net/http's transport limit", func(t *testing.T) {
-		big := strings.Repeat("v", 2*maxHeadBytes)
-		if _, err := read("HTTP/1.1 200 OK\r\nX-Big: " + big + "\r\n\r\n"); err != nil {
-			t.Fatalf("refused a %d-byte field: %v", len(big), err)
+	t.Run("a response head has a request head's limits", func(t *testing.T) {
+		field := "X-Big: " + strings.Repeat("v", maxHeadBytes-200) + "\r\n"
+		if _, err := read("HTTP/1.1 200 OK\r\n" + field + "\r\n"); err != nil {
+			t.Fatalf("refused a head just under %d bytes: %v", maxHeadBytes, err)
 		}
-		if _, err := read("HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("v", maxResponseHeadBytes) + "\r\n\r\n"); err == nil {
-			t.Fatal("accepted a head over the limit")
+		for name, raw := range map[string]string{
+			"a field over the byte limit":  "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("v", maxHeadBytes) + "\r\n\r\n",
+			"a status line over the limit": "HTTP/1.1 200 " + strings.Repeat("r", maxHeadBytes) + "\r\n\r\n",
+			"one field too many":           "HTTP/1.1 200 OK\r\n" + strings.Repeat("X: 1\r\n", maxHeadFields+1) + "\r\n",
+			"fields that add up over it":   "HTTP/1.1 200 OK\r\n" + strings.Repeat("X: "+strings.Repeat("v", 2000)+"\r\n", 600) + "\r\n",
+		} {
+			if _, err := read(raw); !errors.Is(err, errResponseHeadTooLarge) {
+				t.Errorf("%s: got %v, want errResponseHeadTooLarge", name, err)
+			}
+		}
+		if _, err := read("HTTP/1.1 200 OK\r\n" + strings.Repeat("X: 1\r\n", maxHeadFields) + "\r\n"); err != nil {
+			t.Fatalf("refused %d fields: %v", maxHeadFields, err)
 		}
 	})
 	t.Run("chunked overrides Content-Length", func(t *testing.T) {

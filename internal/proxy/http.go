@@ -206,11 +206,29 @@ func (rt *route) upstreamFailed(err error) (status int, message string) {
 	case isConnectError(err):
 		status, message = http.StatusServiceUnavailable, "meshlift-proxy: upstream connect failed\n"
 		rt.stats.connectErrors.Inc()
+	case isResponseHeadTooLarge(err):
+		message = "meshlift-proxy: upstream response head too large\n"
+		rt.stats.headTooLarge.Inc()
+		// Not V(1): an upstream that sends such heads is broken or hostile, and says so once per request.
+		rt.p.log.Info("Refusing an upstream response head over the limits", "direction", rt.dir.String(), "target", rt.name,
+			"maxBytes", maxHeadBytes, "maxFields", maxHeadFields, "error", err.Error())
+		return status, message
 	default:
 		rt.stats.upstreamErrors.Inc()
 	}
 	rt.p.log.V(1).Info("Request failed", "direction", rt.dir.String(), "target", rt.name, "status", status, "error", err.Error())
 	return status, message
+}
+
+// isResponseHeadTooLarge recognises a response head over the limits: from the fast path's
+// reader, or from net/http's transport (MaxResponseHeaderBytes), whose errors are not exported
+// and are recognised by their text (TestResponseHeadLimits pins them for each path).
+func isResponseHeadTooLarge(err error) bool {
+	if errors.Is(err, errResponseHeadTooLarge) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "server response headers exceeded") || strings.Contains(msg, "response header list larger than")
 }
 
 func (rt *route) fail(w http.ResponseWriter, r *http.Request, err error, start time.Time, g *generation) {

@@ -227,13 +227,11 @@ func (p *Proxy) verifyClient(ts *trustState, cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errNoPeerCertificate
 	}
-	leaf := cs.PeerCertificates[0]
-	if !cs.DidResume {
-		if err := verifyChain(ts.pool, cs.PeerCertificates, x509.ExtKeyUsageClientAuth); err != nil {
-			return err
-		}
+	if cs.DidResume {
+		_, err := p.spiffeID(cs.PeerCertificates[0])
+		return err
 	}
-	_, err := p.spiffeID(leaf)
+	_, err := p.verifyPeer(ts.pool, cs.PeerCertificates, x509.ExtKeyUsageClientAuth)
 	return err
 }
 
@@ -243,17 +241,17 @@ func (p *Proxy) verifyServer(cs tls.ConnectionState, expected string) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errNoPeerCertificate
 	}
-	leaf := cs.PeerCertificates[0]
-	if !cs.DidResume {
+	var id string
+	var err error
+	if cs.DidResume {
+		id, err = spiffeIDOf(cs.PeerCertificates[0])
+	} else {
 		ts := p.trust.Load()
 		if ts == nil {
 			return errNoTrustBundle
 		}
-		if err := verifyChain(ts.pool, cs.PeerCertificates, x509.ExtKeyUsageServerAuth); err != nil {
-			return err
-		}
+		id, err = p.verifyPeer(ts.pool, cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
 	}
-	id, err := spiffeIDOf(leaf)
 	if err != nil {
 		return err
 	}
@@ -263,18 +261,19 @@ func (p *Proxy) verifyServer(cs tls.ConnectionState, expected string) error {
 	return nil
 }
 
-func verifyChain(roots *x509.CertPool, chain []*x509.Certificate, usage x509.ExtKeyUsage) error {
-	opts := x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}
-	if len(chain) > 1 {
-		opts.Intermediates = x509.NewCertPool()
-		for _, c := range chain[1:] {
-			opts.Intermediates.AddCert(c)
-		}
+// verifyPeer is identity.VerifyPeer (the chain leads to the trust bundle through a CA of the
+// mesh, and the leaf carries one SPIFFE ID of the trust domain) with its errors counted by the
+// proxy's reasons.
+func (p *Proxy) verifyPeer(roots *x509.CertPool, chain []*x509.Certificate, usage x509.ExtKeyUsage) (string, error) {
+	id, err := identity.VerifyPeer(roots, chain, p.opts.TrustDomain, usage)
+	switch {
+	case err == nil:
+		return id, nil
+	case errors.Is(err, identity.ErrBadPeerIdentity):
+		return "", fmt.Errorf("%w: %w", errBadIdentity, err)
+	default: // identity.ErrUntrustedPeer, identity.ErrNotMeshSigned
+		return "", fmt.Errorf("%w: %w", errUntrusted, err)
 	}
-	if _, err := chain[0].Verify(opts); err != nil {
-		return fmt.Errorf("%w: %w", errUntrusted, err)
-	}
-	return nil
 }
 
 // spiffeIDOf returns the only URI SAN of a leaf, which must be a SPIFFE ID.

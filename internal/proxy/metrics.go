@@ -23,6 +23,8 @@ const (
 	reasonConnect     = "connect"
 	reasonUpstream    = "upstream"
 	reasonCanceled    = "canceled"
+	// reasonResponseHeadTooLarge: the upstream's response head exceeded the head limits (502).
+	reasonResponseHeadTooLarge = "response_head_too_large"
 )
 
 // metrics are the data path's collectors. Every label is bounded by the configuration (ports,
@@ -52,7 +54,7 @@ func newMetrics() *metrics {
 		}, []string{"direction", "target", "code"}),
 		requestErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshlift_proxy_request_errors_total",
-			Help: "HTTP requests the proxy could not complete, by direction, target and reason (no_endpoints, connect, upstream, canceled).",
+			Help: "HTTP requests the proxy could not complete, by direction, target and reason (no_endpoints, connect, upstream, response_head_too_large, canceled).",
 		}, []string{"direction", "target", "reason"}),
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "meshlift_proxy_request_duration_seconds",
@@ -112,6 +114,7 @@ type targetStats struct {
 	noEndpoints    prometheus.Counter
 	connectErrors  prometheus.Counter
 	upstreamErrors prometheus.Counter
+	headTooLarge   prometheus.Counter
 	canceled       prometheus.Counter
 	connectFailure prometheus.Counter
 }
@@ -128,6 +131,7 @@ func (m *metrics) forTarget(dir direction, name string) *targetStats {
 	s.noEndpoints = m.requestErrors.WithLabelValues(dir.String(), name, reasonNoEndpoints)
 	s.connectErrors = m.requestErrors.WithLabelValues(dir.String(), name, reasonConnect)
 	s.upstreamErrors = m.requestErrors.WithLabelValues(dir.String(), name, reasonUpstream)
+	s.headTooLarge = m.requestErrors.WithLabelValues(dir.String(), name, reasonResponseHeadTooLarge)
 	s.canceled = m.requestErrors.WithLabelValues(dir.String(), name, reasonCanceled)
 	s.connectFailure = m.connectFailures.WithLabelValues(dir.String(), name)
 	return s

@@ -182,6 +182,8 @@ func (p *Proxy) newAppTransport(t *target, h2c bool) *http.Transport {
 		MaxIdleConnsPerHost: maxIdleConnsPerHost,
 		IdleConnTimeout:     p.opts.PoolIdleTimeout,
 		DisableCompression:  true,
+		// Response heads have a request head's bound (h1head.go), on this path as on the fast one.
+		MaxResponseHeaderBytes: maxHeadBytes,
 	}
 	if h2c {
 		transport.Protocols = new(http.Protocols)

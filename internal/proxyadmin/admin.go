@@ -2,11 +2,18 @@
 // :15001; a single proxy :15000): /ready (the container's readiness probe), /healthz and /stats
 // (Prometheus text). /ready means "healthy in my role" (ARCHITECTURE.md section 6), so "the new
 // slot's container became ready" means "the takeover happened" and the pod stays Ready.
+//
+// The port listens on every address of the pod because the kubelet probes it at the pod IP, but
+// only /ready and /healthz answer there: /stats and every other path answer 403 unless the peer
+// is on the pod's loopback (the proxy's own containers, or kubectl port-forward, which connects
+// from inside the pod). What a proxy serves, to whom and how it fails is not for other pods.
 package proxyadmin
 
 import (
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +48,7 @@ type State struct {
 	registry  *prometheus.Registry
 	roleGauge *prometheus.GaugeVec
 	ready     prometheus.Gauge
+	refused   prometheus.Counter
 }
 
 // NewState returns the state of a starting process with its metrics registered in a registry of
@@ -51,7 +59,11 @@ func NewState(version string, slot int) *State {
 	s.ready = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshlift_proxy_ready", Help: "1 when /ready answers 200."})
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshlift_proxy_info", Help: "The proxy's version and slot."}, []string{"version", "slot"})
 	info.WithLabelValues(version, fmt.Sprint(slot)).Set(1)
-	s.registry.MustRegister(s.roleGauge, s.ready, info)
+	s.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshlift_proxy_admin_refused_total",
+		Help: "Admin requests refused because they came from outside the pod's loopback for a path other than /ready and /healthz.",
+	})
+	s.registry.MustRegister(s.roleGauge, s.ready, info, s.refused)
 	s.update()
 	return s
 }
@@ -127,8 +139,44 @@ func (s *State) update() {
 	}
 }
 
-// Handler serves /ready, /healthz and /stats.
+// MayServe decides whether a request for path from remote may be answered: /ready and /healthz
+// (the kubelet's probes, from the node) for anyone, everything else only for a peer on the
+// loopback. The path is compared exactly, as the request carries it: "/ready/../stats" is not
+// /ready, and is refused to a remote peer before any redirect could reveal anything.
+func MayServe(path string, remote netip.Addr) bool {
+	if path == "/ready" || path == "/healthz" {
+		return true
+	}
+	return remote.Unmap().IsLoopback()
+}
+
+// remoteAddr is the peer of a request; the zero Addr (never loopback) when it cannot be read.
+func remoteAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return addr
+}
+
+// Handler serves /ready and /healthz to anyone, /stats to the pod's loopback only (MayServe).
 func (s *State) Handler() http.Handler {
+	mux := s.routes()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !MayServe(r.URL.Path, remoteAddr(r)) {
+			s.refused.Inc()
+			http.Error(w, "meshlift-proxy: only /ready and /healthz are served outside the pod; use localhost (kubectl port-forward)", http.StatusForbidden)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *State) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		ready, why := s.Ready()

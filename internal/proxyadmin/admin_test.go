@@ -12,10 +12,13 @@ import (
 	"github.com/meshlift/meshlift/internal/proxyadmin"
 )
 
+// get asks h for path as a process of the pod would, over the loopback.
 func get(t *testing.T, h http.Handler, path string) (int, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	req.RemoteAddr = "127.0.0.1:40000"
+	h.ServeHTTP(rec, req)
 	body, _ := io.ReadAll(rec.Body)
 	return rec.Code, string(body)
 }

@@ -2,11 +2,15 @@ package sidecar_test
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
@@ -29,7 +33,16 @@ func TestInjectedPodsPassTheAPIServersValidation(t *testing.T) {
 			if pod.Name != "" {
 				pod.GenerateName, pod.Name = pod.Name+"-", ""
 			}
-			if err := env.Client.Create(ctx, pod); err != nil {
+			err := env.Client.Create(ctx, pod)
+			if res.Skipped == sidecar.SkipReservedVolume && !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == sidecar.RunVolume }) {
+				// Left without the sidecar, the pod mounts a volume it does not declare: the API
+				// server refuses it, instead of the injector handing it the proxy's socket.
+				if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "volumeMounts[0].name: Not found") {
+					t.Fatalf("create returned %v, want the API server to refuse the mount of an undeclared volume", err)
+				}
+				return
+			}
+			if err != nil {
 				t.Fatalf("the API server rejected the injected pod: %v", err)
 			}
 		})

@@ -88,6 +88,7 @@ func corpus() []corpusCase {
 		{"no-token-automount", web, v1, fullIdle},
 		{"version-args-env", web, tuned, opts},
 		{"name-conflict", web, v1, opts},
+		{"reserved-volume-mount", web, v1, opts},
 	}
 	return cases
 }

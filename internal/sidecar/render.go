@@ -107,6 +107,10 @@ const (
 	SkipHostNetwork     = "HostNetwork"
 	SkipPortConflict    = "PortConflict"
 	SkipNameConflict    = "NameConflict"
+	// SkipReservedVolume: a container of the pod mounts a volume the sidecar reserves
+	// (ReservedVolumes). Injected, it would share the proxy's run directory (the handoff socket
+	// that hands the inbound listeners over), its token or its pod info.
+	SkipReservedVolume = "ReservedVolume"
 	// SkipExcludedNamespace: the pod's namespace is never injected (ExcludedNamespace).
 	SkipExcludedNamespace = "ExcludedNamespace"
 )
@@ -198,8 +202,9 @@ func Inject(pod *corev1.Pod, ms *meshv1alpha1.MeshService, version *meshv1alpha1
 }
 
 // Precheck says whether a pod must be left alone, before any version is looked at: it opted out,
-// is already injected, uses the host network, or has a container, volume or port the sidecar
-// needs. It returns a Skip* reason and a message, or "" when the pod can be injected.
+// is already injected, uses the host network, has a container that mounts a volume the sidecar
+// reserves, or has a container, volume or port the sidecar needs. It returns a Skip* reason and a
+// message, or "" when the pod can be injected.
 func Precheck(pod *corev1.Pod) (reason, message string) {
 	switch {
 	case OptedOut(pod):
@@ -208,6 +213,10 @@ func Precheck(pod *corev1.Pod) (reason, message string) {
 		return SkipAlreadyInjected, "the pod already carries a sidecar"
 	case pod.Spec.HostNetwork:
 		return SkipHostNetwork, "the pod uses the host network, where the proxy's ports would collide with other pods"
+	}
+	if container, volume := reservedVolumeMount(pod); volume != "" {
+		return SkipReservedVolume, fmt.Sprintf("container %s mounts volume %s, which only the sidecar may mount (it reserves %s): "+
+			"give the pod's own volume another name and mount that", container, volume, strings.Join(ReservedVolumes(), ", "))
 	}
 	if name := conflictingName(pod); name != "" {
 		return SkipNameConflict, fmt.Sprintf("the pod already has a container or volume named %s, which the sidecar needs", name)
@@ -358,9 +367,45 @@ func qualify(meshService, namespace string) string {
 	return meshService + "." + namespace
 }
 
+// ReservedVolumes are the names of the volumes the injector adds: no container of the
+// application may mount them, nor may the pod declare them.
+func ReservedVolumes() []string { return []string{RunVolume, TokenVolume, PodInfoVolume} }
+
+// reservedVolumeMount returns a container of the pod (init, regular or ephemeral) that mounts a
+// reserved volume, and the volume. Such a mount needs no volume of the pod's own to be valid once
+// injected: the injector would add the volume and hand the container the proxy's handoff socket
+// (or its token), whatever UID the container runs as.
+func reservedVolumeMount(pod *corev1.Pod) (container, volume string) {
+	reserved := ReservedVolumes()
+	check := func(name string, mounts []corev1.VolumeMount, devices []corev1.VolumeDevice) (string, string) {
+		for _, m := range mounts {
+			if slices.Contains(reserved, m.Name) {
+				return name, m.Name
+			}
+		}
+		for _, d := range devices {
+			if slices.Contains(reserved, d.Name) {
+				return name, d.Name
+			}
+		}
+		return "", ""
+	}
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+		if container, volume := check(c.Name, c.VolumeMounts, c.VolumeDevices); volume != "" {
+			return container, volume
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if container, volume := check(c.Name, c.VolumeMounts, c.VolumeDevices); volume != "" {
+			return container, volume
+		}
+	}
+	return "", ""
+}
+
 // conflictingName returns a container or volume name of the pod that the sidecar needs.
 func conflictingName(pod *corev1.Pod) string {
-	reserved := []string{ContainerName, SlotContainerName(1), SlotContainerName(2), RunVolume, TokenVolume, PodInfoVolume}
+	reserved := append([]string{ContainerName, SlotContainerName(1), SlotContainerName(2)}, ReservedVolumes()...)
 	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
 		if slices.Contains(reserved, c.Name) {
 			return c.Name

@@ -29,8 +29,8 @@ func Counted(pod *corev1.Pod) bool {
 
 // MeshServiceInput is what the MeshService status is computed from.
 type MeshServiceInput struct {
-	// Pods are the pods the selector matches (uncounted ones are skipped).
-	Pods []corev1.Pod
+	// Pods are the pods the selector matches (uncounted ones are skipped), read only.
+	Pods []*corev1.Pod
 	// Resolution and ResolveErr are the result of versions.Resolve.
 	Resolution versions.Resolution
 	ResolveErr error
@@ -58,8 +58,7 @@ func MeshService(current meshv1alpha1.MeshServiceStatus, in MeshServiceInput) me
 		byVersion                      = map[string]int32{}
 		accounts                       = map[string]bool{}
 	)
-	for i := range in.Pods {
-		pod := &in.Pods[i]
+	for _, pod := range in.Pods {
 		if !Counted(pod) {
 			continue
 		}
@@ -140,8 +139,8 @@ func MeshService(current meshv1alpha1.MeshServiceStatus, in MeshServiceInput) me
 
 // SidecarVersionInput is what the SidecarVersion status is computed from.
 type SidecarVersionInput struct {
-	// Pods are the pods whose version annotation names the SidecarVersion.
-	Pods []corev1.Pod
+	// Pods are the pods whose version annotation names the SidecarVersion, read only.
+	Pods []*corev1.Pod
 	// DefaultClaims are the names of every SidecarVersion claiming spec.default.
 	DefaultClaims []string
 	// Default and Generation of the SidecarVersion.
@@ -155,8 +154,7 @@ func SidecarVersion(current meshv1alpha1.SidecarVersionStatus, in SidecarVersion
 		ObservedGeneration: in.Generation,
 		Conditions:         slices.Clone(current.Conditions),
 	}
-	for i := range in.Pods {
-		pod := &in.Pods[i]
+	for _, pod := range in.Pods {
 		if !Counted(pod) {
 			continue
 		}

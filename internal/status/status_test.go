@@ -15,13 +15,13 @@ import (
 	"github.com/meshlift/meshlift/internal/versions"
 )
 
-func running(pod *corev1.Pod, ready bool) corev1.Pod {
+func running(pod *corev1.Pod, ready bool) *corev1.Pod {
 	if ready {
 		gen.Ready(pod)(&pod.Status)
 	} else {
 		gen.NotReady(pod)(&pod.Status)
 	}
-	return *pod
+	return pod
 }
 
 func TestMeshServiceStatus(t *testing.T) {
@@ -45,7 +45,7 @@ func TestMeshServiceStatus(t *testing.T) {
 	}{
 		{
 			name: "is ready when every pod is injected with the current version and ready",
-			in: status.MeshServiceInput{Resolution: v2, Pods: []corev1.Pod{
+			in: status.MeshServiceInput{Resolution: v2, Pods: []*corev1.Pod{
 				running(gen.Pod("a", gen.Injected("web", "v2")), true),
 				running(gen.Pod("b", gen.Injected("web", "v2"), gen.SetServiceAccount("web")), true),
 			}},
@@ -58,7 +58,7 @@ func TestMeshServiceStatus(t *testing.T) {
 		},
 		{
 			name: "reports drift and counts each version when pods run an older version",
-			in: status.MeshServiceInput{Resolution: v2, Pods: []corev1.Pod{
+			in: status.MeshServiceInput{Resolution: v2, Pods: []*corev1.Pod{
 				running(gen.Pod("a", gen.Injected("web", "v1")), true),
 				running(gen.Pod("b", gen.Injected("web", "v2")), true),
 				running(gen.Pod("c", gen.Injected("web", "v1")), true),
@@ -73,7 +73,7 @@ func TestMeshServiceStatus(t *testing.T) {
 		},
 		{
 			name: "is not ready while a matched pod has no sidecar",
-			in: status.MeshServiceInput{Resolution: v2, Pods: []corev1.Pod{
+			in: status.MeshServiceInput{Resolution: v2, Pods: []*corev1.Pod{
 				running(gen.Pod("a", gen.Injected("web", "v2")), true),
 				running(gen.Pod("b"), true),
 			}},
@@ -86,7 +86,7 @@ func TestMeshServiceStatus(t *testing.T) {
 		},
 		{
 			name: "does not wait for pods that opted out of injection",
-			in: status.MeshServiceInput{Resolution: v2, Pods: []corev1.Pod{
+			in: status.MeshServiceInput{Resolution: v2, Pods: []*corev1.Pod{
 				running(gen.Pod("a", gen.Injected("web", "v2")), true),
 				running(gen.Pod("b", gen.PodMeta(gen.SetAnnotations(meshv1alpha1.AnnotationInject, "false"))), true),
 			}},
@@ -99,7 +99,7 @@ func TestMeshServiceStatus(t *testing.T) {
 		},
 		{
 			name: "is not ready while a pod is not ready",
-			in: status.MeshServiceInput{Resolution: v2, Pods: []corev1.Pod{
+			in: status.MeshServiceInput{Resolution: v2, Pods: []*corev1.Pod{
 				running(gen.Pod("a", gen.Injected("web", "v2")), false),
 			}},
 			wantPods:     meshv1alpha1.MeshServicePods{Matched: 1, Injected: 1, Ready: 0, ByVersion: []meshv1alpha1.VersionCount{{Version: "v2", Pods: 1}}},
@@ -111,7 +111,7 @@ func TestMeshServiceStatus(t *testing.T) {
 		},
 		{
 			name:        "skips terminating and finished pods",
-			in:          status.MeshServiceInput{Resolution: v2, Pods: []corev1.Pod{*terminating, *finished}},
+			in:          status.MeshServiceInput{Resolution: v2, Pods: []*corev1.Pod{terminating, finished}},
 			wantVersion: "v2",
 			wantReady:   metav1.ConditionTrue,
 			wantReason:  meshv1alpha1.ReasonNoMatchingPods,
@@ -121,7 +121,7 @@ func TestMeshServiceStatus(t *testing.T) {
 			name: "says why when no version resolves and leaves currentVersion empty",
 			in: status.MeshServiceInput{
 				ResolveErr: &versions.UnresolvedError{Reason: versions.ReasonDefaultConflict, Message: "2 SidecarVersions claim spec.default"},
-				Pods:       []corev1.Pod{running(gen.Pod("a", gen.Injected("web", "v1")), true)},
+				Pods:       []*corev1.Pod{running(gen.Pod("a", gen.Injected("web", "v1")), true)},
 			},
 			wantPods:     meshv1alpha1.MeshServicePods{Matched: 1, Injected: 1, Ready: 1, ByVersion: []meshv1alpha1.VersionCount{{Version: "v1", Pods: 1}}},
 			wantReady:    metav1.ConditionFalse,
@@ -181,7 +181,7 @@ func TestMeshServiceStatusKeepsTransitionTimeWhenNothingChanges(t *testing.T) {
 
 func TestSidecarVersionStatus(t *testing.T) {
 	readyPod := running(gen.Pod("a", gen.Injected("web", "v1")), true)
-	idleReadyOnly := *gen.Pod("b", gen.Injected("web", "v1"))
+	idleReadyOnly := gen.Pod("b", gen.Injected("web", "v1"))
 	idleReadyOnly.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "meshlift-proxy-2", Ready: true}}
 
 	tests := []struct {
@@ -195,9 +195,9 @@ func TestSidecarVersionStatus(t *testing.T) {
 		{"is ready with no pods and carries no conflict condition when not default",
 			status.SidecarVersionInput{}, 0, 0, metav1.ConditionTrue, ""},
 		{"counts pods and is ready when every active proxy is ready",
-			status.SidecarVersionInput{Pods: []corev1.Pod{readyPod}}, 1, 1, metav1.ConditionTrue, ""},
+			status.SidecarVersionInput{Pods: []*corev1.Pod{readyPod}}, 1, 1, metav1.ConditionTrue, ""},
 		{"is not ready when only an idle slot is ready",
-			status.SidecarVersionInput{Pods: []corev1.Pod{readyPod, idleReadyOnly}}, 2, 1, metav1.ConditionFalse, ""},
+			status.SidecarVersionInput{Pods: []*corev1.Pod{readyPod, idleReadyOnly}}, 2, 1, metav1.ConditionFalse, ""},
 		{"reports a conflict when two versions claim the default",
 			status.SidecarVersionInput{Default: true, DefaultClaims: []string{"v1", "v2"}}, 0, 0, metav1.ConditionTrue, metav1.ConditionTrue},
 		{"reports no conflict for the only default",

@@ -41,11 +41,19 @@ import (
 	"github.com/meshlift/meshlift/internal/webhookcert/pki"
 )
 
-// In self-managed mode the operator keeps its certificates in a Secret of its own namespace (a
-// Role there, not read access to every Secret of the cluster) and writes caBundle into its two
-// webhook configurations.
-// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch;patch;update
+// In self-managed mode the operator keeps its certificates in one Secret of its own namespace (a
+// Role there, not access to every Secret of the cluster) and writes caBundle into its two
+// webhook configurations, each by name: the names are the defaults of --webhook-secret-name,
+// --mutating-webhook-configuration and --validating-webhook-configuration, which is what
+// config/default names them. It creates the Secret (a create cannot be limited to a name), reads
+// and watches it with a metadata.name field selector, and replaces it when renewing; it reads,
+// watches and patches the webhook configurations the same way. `make manifests` generates these
+// rules alone into config/rbac/webhook-certificates, which only the self-managed install binds:
+// the cert-manager and external modes (config/certmanager, the OLM bundle) get none of them.
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=create
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=meshlift-webhook-certs,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,resourceNames=meshlift-mutating-webhook-configuration,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,resourceNames=meshlift-validating-webhook-configuration,verbs=get;list;watch;patch
 
 // Mode says who issues the webhook serving certificate.
 type Mode string

@@ -6,6 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -15,19 +18,23 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshlift/meshlift/internal/repo"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 	"github.com/meshlift/meshlift/internal/webhookcert/pki"
 )
 
-// These tests run the Manager as a user with only the permissions of config/rbac/role.yaml
-// (generated from the +kubebuilder:rbac markers), as the operator's ServiceAccount runs.
+// These tests run the Manager as a user with only the permissions of
+// config/rbac/webhook-certificates/role.yaml (generated from the +kubebuilder:rbac markers of
+// this package), as the operator's ServiceAccount runs in self-managed mode; the rules name the
+// test's own Secret and webhook configurations instead of the install's.
 
 func TestTheGeneratedRBACIsEnough(t *testing.T) {
 	ns := env.Namespace(t, "rbac")
 	configs := createWebhookConfigurations(t, ns, nil)
-	clusterRules, namespacedRules := testenv.GeneratedRules(t)
+	clusterRules, namespacedRules := generatedRules(t, configs)
 	env.Grant(t, "manager", "operator", ns, clusterRules, namespacedRules)
 
 	certs := startReplicaAs(t, env.As("operator"), selfManaged(ns, configs, nil))
@@ -39,11 +46,11 @@ func TestTheGeneratedRBACIsEnough(t *testing.T) {
 func TestAReplicaKeepsItsCertificateUntilTheNewCAIsInCABundle(t *testing.T) {
 	ns := env.Namespace(t, "ordering")
 	configs := createWebhookConfigurations(t, ns, nil)
-	clusterRules, namespacedRules := testenv.GeneratedRules(t)
+	clusterRules, namespacedRules := generatedRules(t, configs)
 	// The same permissions, except that the webhook configurations can be read but not written.
 	var readOnly []rbacv1.PolicyRule
 	for _, rule := range clusterRules {
-		if slices.Contains(rule.Resources, "mutatingwebhookconfigurations") {
+		if slices.Contains(rule.Resources, "mutatingwebhookconfigurations") || slices.Contains(rule.Resources, "validatingwebhookconfigurations") {
 			rule = *rule.DeepCopy()
 			rule.Verbs = slices.DeleteFunc(rule.Verbs, func(verb string) bool { return verb == "patch" || verb == "update" })
 		}
@@ -165,4 +172,51 @@ func (c webhookConfigurations) touch(ctx context.Context, touches *int) error {
 	patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{"test.meshlift.io/touch":"%d"}}}`, *touches))
 	config := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: c.validating}}
 	return env.Client.Patch(ctx, config, patch)
+}
+
+// generatedRules reads the ClusterRole and the Role of config/rbac/webhook-certificates/role.yaml
+// with their resourceNames changed from the install's names to the test's.
+func generatedRules(t *testing.T, configs webhookConfigurations) (clusterRules, namespacedRules []rbacv1.PolicyRule) {
+	t.Helper()
+	root, err := repo.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "webhook-certificates", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]string{
+		"meshlift-mutating-webhook-configuration":   configs.mutating,
+		"meshlift-validating-webhook-configuration": configs.validating,
+		"meshlift-webhook-certs":                    secretName,
+	}
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		var role rbacv1.ClusterRole // a Role has the same rules
+		if err := decoder.Decode(&role); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		for i := range role.Rules {
+			for j, name := range role.Rules[i].ResourceNames {
+				renamed, ok := names[name]
+				if !ok {
+					t.Fatalf("%s %s grants %s by the name %s, which this test does not know", role.Kind, role.Name, role.Rules[i].Resources, name)
+				}
+				role.Rules[i].ResourceNames[j] = renamed
+			}
+		}
+		switch role.Kind {
+		case "ClusterRole":
+			clusterRules = role.Rules
+		case "Role":
+			namespacedRules = role.Rules
+		}
+	}
+	if clusterRules == nil || namespacedRules == nil {
+		t.Fatal("config/rbac/webhook-certificates/role.yaml holds no ClusterRole or no Role: run `make manifests`")
+	}
+	return clusterRules, namespacedRules
 }

@@ -68,28 +68,45 @@ type Options struct {
 	SPIFFEID string
 	// Clusters are the EDS resources to watch (the upstreams' SNIs).
 	Clusters []string
-	// Key is the proxy's private key; generated (ECDSA P-256, in memory only) when nil.
+	// Key is the proxy's first private key; generated (ECDSA P-256, in memory only) when nil.
+	// Every renewal generates a new one (see RenewFraction).
 	Key crypto.Signer
+	// RenewFraction of a certificate's remaining lifetime, counted from when it arrived, after
+	// which the client generates a new key and sends its CSR, so the control plane signs the new
+	// key instead of the old one again. 0.4 by default: before the control plane's own rotation
+	// (half the lifetime, ±10%), which would sign the old key once more.
+	RenewFraction float64
 
 	Logger logr.Logger
 	// MinBackoff and MaxBackoff bound the reconnect delay (0.5 s and 30 s by default).
 	MinBackoff, MaxBackoff time.Duration
 }
 
+// DefaultRenewFraction is Options.RenewFraction's default.
+const DefaultRenewFraction = 0.4
+
+// minRenewDelay keeps a certificate that arrives already due from renewing in a tight loop.
+const minRenewDelay = time.Second
+
 // Client holds the stream to the control plane.
 type Client struct {
-	opts   Options
-	key    crypto.Signer
-	csrPEM []byte
-	log    logr.Logger
+	opts Options
+	log  logr.Logger
 
 	mu        sync.Mutex
 	connected bool
+	// key signs the proxy's handshakes with its certificate; next, once generated at renewal,
+	// waits for its own. csrPEM asks for the newest of the two.
+	key     crypto.Signer
+	next    crypto.Signer
+	csrPEM  []byte
+	renewAt time.Time // zero until key has a certificate
 
 	streams        prometheus.Counter
 	connectedGauge prometheus.Gauge
 	acks           *prometheus.CounterVec
 	nacks          *prometheus.CounterVec
+	renewals       prometheus.Counter
 }
 
 // New validates the options and generates the key and CSR.
@@ -114,20 +131,26 @@ func New(opts Options) (*Client, error) {
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = max(30*time.Second, opts.MinBackoff)
 	}
+	if opts.RenewFraction == 0 {
+		opts.RenewFraction = DefaultRenewFraction
+	}
+	if opts.RenewFraction <= 0 || opts.RenewFraction >= 1 {
+		return nil, fmt.Errorf("the renewal fraction must be between 0 and 1, not %v", opts.RenewFraction)
+	}
 	key := opts.Key
 	if key == nil {
-		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			return nil, fmt.Errorf("generating the proxy key: %w", err)
+		if key, err = generateKey(); err != nil {
+			return nil, err
 		}
 	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{uri}}, key)
+	csrPEM, err := createCSR(key, uri)
 	if err != nil {
-		return nil, fmt.Errorf("creating the CSR: %w", err)
+		return nil, err
 	}
 	c := &Client{
 		opts:   opts,
 		key:    key,
-		csrPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}),
+		csrPEM: csrPEM,
 		log:    opts.Logger,
 		streams: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshlift_proxy_control_plane_streams_total", Help: "Streams opened to the control plane.",
@@ -141,16 +164,106 @@ func New(opts Options) (*Client, error) {
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshlift_proxy_xds_nacks_total", Help: "Control-plane responses refused, by type.",
 		}, []string{"type"}),
+		renewals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshlift_proxy_key_renewals_total", Help: "New private keys generated to renew the workload certificate.",
+		}),
 	}
 	return c, nil
 }
 
-// Key is the proxy's private key (it signs the TLS handshakes with the certificate from SDS).
-func (c *Client) Key() crypto.Signer { return c.key }
+func generateKey() (crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating the proxy key: %w", err)
+	}
+	return key, nil
+}
+
+func createCSR(key crypto.Signer, uri *url.URL) ([]byte, error) {
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{uri}}, key)
+	if err != nil {
+		return nil, fmt.Errorf("creating the CSR: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}), nil
+}
+
+// Key is the proxy's private key in use: the one its latest certificate is for (it signs the
+// TLS handshakes with that certificate).
+func (c *Client) Key() crypto.Signer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.key
+}
 
 // Collectors are the client's metrics.
 func (c *Client) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{c.streams, c.connectedGauge, c.acks, c.nacks}
+	return []prometheus.Collector{c.streams, c.connectedGauge, c.acks, c.nacks, c.renewals}
+}
+
+// renewalTime is when a certificate that arrived at received and expires at notAfter is
+// renewed: after fraction of what was left of it. Counting from its arrival rather than its
+// NotBefore keeps the signer's backdating and clock skew out of it.
+func renewalTime(received, notAfter time.Time, fraction float64) time.Time {
+	return received.Add(time.Duration(float64(notAfter.Sub(received)) * fraction))
+}
+
+// renewal says when the next key is due; false while a new key waits for its certificate or
+// before the first certificate.
+func (c *Client) renewal() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.next != nil || c.renewAt.IsZero() {
+		return time.Time{}, false
+	}
+	return c.renewAt, true
+}
+
+// startRenewal generates the next key and its CSR; the next node sent carries it.
+func (c *Client) startRenewal() error {
+	key, err := generateKey()
+	if err != nil {
+		return err
+	}
+	uri, err := identity.ParseSPIFFEID(c.opts.SPIFFEID)
+	if err != nil {
+		return err
+	}
+	csrPEM, err := createCSR(key, uri)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.next, c.csrPEM = key, csrPEM
+	c.mu.Unlock()
+	c.renewals.Inc()
+	return nil
+}
+
+// keyFor is the key of ours that leaf is for: the one in use, or the next one.
+func (c *Client) keyFor(leaf *x509.Certificate) crypto.Signer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, key := range []crypto.Signer{c.next, c.key} {
+		if key != nil && publicKeyMatches(leaf, key) {
+			return key
+		}
+	}
+	return nil
+}
+
+// certified records that the handler applied leaf for key at now: a certificate for the next
+// key makes it the key in use, and sets the renewal from its lifetime; another certificate for
+// the key in use (the control plane rotated first, or a new stream) never postpones the renewal.
+func (c *Client) certified(key crypto.Signer, leaf *x509.Certificate, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	due := renewalTime(now, leaf.NotAfter, c.opts.RenewFraction)
+	switch {
+	case key == c.next:
+		c.key, c.next, c.renewAt = key, nil, due
+	case key == c.key && (c.renewAt.IsZero() || due.Before(c.renewAt)):
+		c.renewAt = due
+	}
 }
 
 // Connected says whether a stream is open and the server has answered on it.
@@ -242,12 +355,23 @@ func (c *Client) node() *corev3.Node {
 		Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 			MetaPodName:     str(c.opts.PodName),
 			MetaNamespace:   str(c.opts.Namespace),
-			MetaCSR:         str(string(c.csrPEM)),
+			MetaCSR:         str(string(c.csr())),
 			MetaMeshService: str(c.opts.MeshService),
 			MetaSlot:        str(strconv.Itoa(c.opts.Slot)),
 			MetaVersion:     str(c.opts.Version),
 		}},
 	}
+}
+
+func (c *Client) csr() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.csrPEM
+}
+
+type received struct {
+	resp *discoveryv3.DiscoveryResponse
+	err  error
 }
 
 // stream runs one stream; answered says whether the server sent anything on it.
@@ -273,6 +397,12 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 	}
 	c.streams.Inc()
 	secrets := []string{SecretCertificate, SecretTrustBundle}
+	if at, due := c.renewal(); due && !time.Now().Before(at) {
+		// Due while disconnected: the first request asks for the new key right away.
+		if err := c.startRenewal(); err != nil {
+			return false, err
+		}
+	}
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: c.node(), TypeUrl: TypeSecret, ResourceNames: secrets}); err != nil {
 		return false, fmt.Errorf("requesting secrets: %w", err)
 	}
@@ -281,12 +411,65 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 			return false, fmt.Errorf("requesting endpoints: %w", err)
 		}
 	}
-	accepted := map[string]string{} // type URL -> last accepted version on this stream
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			return answered, fmt.Errorf("control-plane stream (%s): %w", status.Code(err), err)
+	responses := make(chan received)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			select {
+			case responses <- received{resp, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
+	}()
+	accepted := map[string]string{} // type URL -> last accepted version on this stream
+	// lastNonce is of the last secret response accepted: a renewal acknowledges it again (after
+	// a NACK, the control plane takes the renewal for stale and reads only its node, its CSR).
+	lastNonce := ""
+	for {
+		var renew <-chan time.Time
+		var timer *time.Timer
+		if at, due := c.renewal(); due {
+			timer = time.NewTimer(max(time.Until(at), minRenewDelay))
+			renew = timer.C
+		}
+		var r received
+		renewing := false
+		select {
+		case <-ctx.Done():
+		case <-renew:
+			renewing = true
+		case r = <-responses:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return answered, ctx.Err()
+		}
+		if renewing {
+			if err := c.startRenewal(); err != nil {
+				return answered, err
+			}
+			c.log.Info("Renewing the certificate with a new key")
+			// The same subscription, acknowledging what was accepted: only the node's CSR is new,
+			// and the control plane answers it with a certificate for the new key.
+			req := &discoveryv3.DiscoveryRequest{
+				Node: c.node(), TypeUrl: TypeSecret, ResourceNames: secrets,
+				VersionInfo: accepted[TypeSecret], ResponseNonce: lastNonce,
+			}
+			if err := stream.Send(req); err != nil {
+				return answered, fmt.Errorf("sending the new key's CSR: %w", err)
+			}
+			continue
+		}
+		if r.err != nil {
+			return answered, fmt.Errorf("control-plane stream (%s): %w", status.Code(r.err), r.err)
+		}
+		resp := r.resp
 		if !answered {
 			answered = true
 			c.setConnected(true)
@@ -306,6 +489,9 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 			c.acks.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
 			accepted[resp.GetTypeUrl()] = resp.GetVersionInfo()
 			req.VersionInfo = resp.GetVersionInfo()
+			if resp.GetTypeUrl() == TypeSecret {
+				lastNonce = resp.GetNonce()
+			}
 		}
 		if err := stream.Send(req); err != nil {
 			return answered, fmt.Errorf("acknowledging: %w", err)
@@ -328,9 +514,9 @@ func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
 			switch {
 			case crt != nil && (name == SecretCertificate || name == c.opts.SPIFFEID):
 				if crt.Key == nil {
-					crt.Key = c.key
+					crt.Key = c.keyFor(crt.Leaf)
 				}
-				if !publicKeyMatches(crt.Leaf, crt.Key) {
+				if crt.Key == nil || !publicKeyMatches(crt.Leaf, crt.Key) {
 					return invalid("certificate %q is not for this proxy's key", name)
 				}
 				cert = crt
@@ -346,7 +532,10 @@ func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
 			}
 		}
 		if cert != nil {
-			return h.Certificate(cert)
+			if err := h.Certificate(cert); err != nil {
+				return err
+			}
+			c.certified(cert.Key, cert.Leaf, time.Now())
 		}
 		return nil
 	case TypeAssignment:

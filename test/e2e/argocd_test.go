@@ -595,7 +595,7 @@ func TestTheArgoCDApplicationsSyncInWavesStayInSyncAndShowAnUpgradeFromGit(t *te
 func checkOperatorWaves(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
 	wantWave := map[string]int{"Namespace": -2, "CustomResourceDefinition": -2, "ServiceAccount": -1, "Role": -1, "RoleBinding": -1,
-		"ClusterRole": -1, "ClusterRoleBinding": -1, "Issuer": -1, "Certificate": -1,
+		"ClusterRole": -1, "ClusterRoleBinding": -1, "Issuer": -1, "Certificate": -1, "ValidatingAdmissionPolicy": -1, "ValidatingAdmissionPolicyBinding": -1,
 		"Deployment": 0, "Service": 0, "PodDisruptionBudget": 0, "MutatingWebhookConfiguration": 0, "ValidatingWebhookConfiguration": 0}
 	for _, obj := range objs {
 		want, known := wantWave[obj.GetKind()]

@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
@@ -71,6 +73,37 @@ func waitForTheWholeOperator(t testing.TB) {
 	t.Helper()
 	waitAvailable(t, client.ObjectKey{Namespace: operatorNamespace, Name: operatorDeployment}, operatorReplicas)
 	waitForTheInjector(t)
+}
+
+// scaleOperator sets the operator Deployment's replicas to n.
+func scaleOperator(t testing.TB, n int32) {
+	t.Helper()
+	ctx := context.Background()
+	d := &appsv1.Deployment{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: operatorDeployment}, d); err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Replicas = ptr.To(n)
+	if err := k8s.Update(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitForNoOperatorPod waits until the operator, scaled to 0, has no pod and no available replica.
+func waitForNoOperatorPod(t testing.TB) {
+	t.Helper()
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		pods := &corev1.PodList{}
+		if err := k8s.List(ctx, pods, client.InNamespace(operatorNamespace), client.MatchingLabels{"control-plane": "controller-manager"}); err != nil {
+			return false, err.Error()
+		}
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: operatorDeployment}, d); err != nil {
+			return false, err.Error()
+		}
+		return len(pods.Items) == 0 && d.Status.AvailableReplicas == 0,
+			fmt.Sprintf("%d operator pods, %d available replicas", len(pods.Items), d.Status.AvailableReplicas)
+	})
 }
 
 // podHistory is what a watch saw of one demo pod during a plan: each distinct upgrade phase in

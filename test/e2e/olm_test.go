@@ -58,14 +58,6 @@ func TestTheOperatorWorksInstalledTheWayOLMInstallsIt(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKey{Name: "meshlift-validating-webhook-configuration"}, validating); err != nil {
 		t.Fatal(err)
 	}
-	scale := func(n int32) error {
-		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, key, d); err != nil {
-			return err
-		}
-		d.Spec.Replicas = ptr.To(n)
-		return k8s.Update(ctx, d)
-	}
 	t.Cleanup(func() {
 		for _, saved := range []client.Object{mutating, validating} {
 			obj := saved.DeepCopyObject().(client.Object)
@@ -77,22 +69,12 @@ func TestTheOperatorWorksInstalledTheWayOLMInstallsIt(t *testing.T) {
 				t.Errorf("restoring %s: %v", obj.GetName(), err)
 			}
 		}
-		if err := scale(replicas); err != nil {
-			t.Errorf("scaling the operator back to %d: %v", replicas, err)
-		}
+		scaleOperator(t, replicas)
 		waitAvailable(t, key, replicas)
 		waitForTheInjector(t)
 	})
-	if err := scale(0); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
-		pods := &corev1.PodList{}
-		if err := k8s.List(ctx, pods, client.InNamespace(operatorNamespace), client.MatchingLabels{"control-plane": "controller-manager"}); err != nil {
-			return false, err.Error()
-		}
-		return len(pods.Items) == 0, fmt.Sprintf("%d operator pods left in %s", len(pods.Items), operatorNamespace)
-	})
+	scaleOperator(t, 0)
+	waitForNoOperatorPod(t)
 	for _, obj := range []client.Object{mutating.DeepCopy(), validating.DeepCopy()} {
 		if err := k8s.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
 			t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -154,36 +153,15 @@ func TestCheckPassesAndSaysWhenTheOperatorIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	replicas := ptr.Deref(deploy.Spec.Replicas, 1)
-	scale := func(n int32) {
-		t.Helper()
-		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, key, d); err != nil {
-			t.Fatal(err)
-		}
-		d.Spec.Replicas = ptr.To(n)
-		if err := k8s.Update(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-	}
 	restored := false
 	t.Cleanup(func() {
 		if !restored {
-			scale(replicas)
+			scaleOperator(t, replicas)
 			waitForTheInjector(t)
 		}
 	})
-	scale(0)
-	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
-		pods := &corev1.PodList{}
-		if err := k8s.List(ctx, pods, client.InNamespace("meshlift-system"), client.MatchingLabels{"control-plane": "controller-manager"}); err != nil {
-			return false, err.Error()
-		}
-		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, key, d); err != nil {
-			return false, err.Error()
-		}
-		return len(pods.Items) == 0 && d.Status.AvailableReplicas == 0, "the operator's pods are still there"
-	})
+	scaleOperator(t, 0)
+	waitForNoOperatorPod(t)
 	out, code = runPlugin(t, "check")
 	t.Logf("kubectl meshlift check with the operator scaled to 0:\n%s", out)
 	if code == 0 {
@@ -193,7 +171,7 @@ func TestCheckPassesAndSaysWhenTheOperatorIsDown(t *testing.T) {
 		t.Errorf("check did not fail on the operator's line")
 	}
 
-	scale(replicas)
+	scaleOperator(t, replicas)
 	restored = true
 	testenv.Eventually(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
 		out, code := runPlugin(t, "check")

@@ -3,8 +3,12 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -94,7 +98,12 @@ func TestMeshedPodsTalkOverMTLS(t *testing.T) {
 				t.Errorf("pod %s: container %s: ready %v, running %v, %d restarts", pod.Name, status.Name, status.Ready, status.State.Running != nil, status.RestartCount)
 			}
 		}
-		stats := string(get(t, fmt.Sprintf("http://%s:15000/stats", pod.Status.PodIP)))
+		// /stats answers on the pod's loopback only: read it as docs/proxy.md says, through
+		// kubectl port-forward; from the pod IP it is refused.
+		if res, err := http.Get(fmt.Sprintf("http://%s:15000/stats", pod.Status.PodIP)); err != nil || res.StatusCode != http.StatusForbidden {
+			t.Errorf("pod %s: /stats from the pod IP: %v %v, want 403 Forbidden", pod.Name, statusOf(res), err)
+		}
+		stats := string(get(t, "http://"+portForward(t, ns, pod.Name, 15000)+"/stats"))
 		served += sumMetric(stats, "meshlift_proxy_requests_total{")
 		if n := sumMetric(stats, "meshlift_proxy_tls_handshake_failures_total"); n != 0 {
 			t.Errorf("pod %s: %d TLS handshakes failed", pod.Name, n)
@@ -162,4 +171,53 @@ func sumMetric(stats, prefix string) int {
 		}
 	}
 	return total
+}
+
+// statusOf is a response's status ("" for none), with its body closed.
+func statusOf(res *http.Response) string {
+	if res == nil {
+		return ""
+	}
+	_ = res.Body.Close()
+	return res.Status
+}
+
+// portForward runs `kubectl port-forward pod/<name> :<port>` until the test ends and returns the
+// local address it forwards from.
+func portForward(t testing.TB, ns, name string, port int) string {
+	t.Helper()
+	kubectl := os.Getenv("E2E_KUBECTL")
+	if kubectl == "" {
+		t.Fatal("E2E_KUBECTL is not set: run the suite with `make test-e2e`")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, kubectl, "port-forward", "-n", ns, "--address", "127.0.0.1", "pod/"+name, fmt.Sprintf(":%d", port))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+os.Getenv("E2E_KUBECONFIG"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	// "Forwarding from 127.0.0.1:43121 -> 15000"
+	lines := bufio.NewScanner(stdout)
+	for lines.Scan() {
+		if rest, ok := strings.CutPrefix(lines.Text(), "Forwarding from "); ok {
+			addr, _, _ := strings.Cut(rest, " ")
+			go func() { // keep reading so that kubectl never blocks on its output
+				for lines.Scan() {
+				}
+			}()
+			return addr
+		}
+	}
+	t.Fatalf("kubectl port-forward pod/%s :%d printed no address: %s", name, port, stderr.String())
+	return ""
 }

@@ -16,10 +16,7 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
@@ -94,30 +91,12 @@ func TestTheReadmeCommandsForYourOwnClusterWork(t *testing.T) {
 		"KUBECONFIG="+os.Getenv("E2E_KUBECONFIG"))
 
 	ctx := context.Background()
-	key := client.ObjectKey{Namespace: operatorNamespace, Name: operatorDeployment}
-	scale := func(n int32) {
-		t.Helper()
-		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, key, d); err != nil {
-			t.Fatal(err)
-		}
-		d.Spec.Replicas = ptr.To(n)
-		if err := k8s.Update(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-	}
-	scale(0)
+	scaleOperator(t, 0)
 	t.Cleanup(func() {
-		scale(operatorReplicas)
+		scaleOperator(t, operatorReplicas)
 		waitForTheWholeOperator(t)
 	})
-	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
-		pods := &corev1.PodList{}
-		if err := k8s.List(ctx, pods, client.InNamespace(operatorNamespace), client.MatchingLabels{"control-plane": "controller-manager"}); err != nil {
-			return false, err.Error()
-		}
-		return len(pods.Items) == 0, fmt.Sprintf("%d operator pods are still there", len(pods.Items))
-	})
+	waitForNoOperatorPod(t)
 
 	// make run: in the background until the test ends, in its own process group so that the
 	// operator go run started stops with it.

@@ -1,5 +1,6 @@
 // Package operator_test measures the operator binary, built from this tree and run as a process
-// of its own against envtest's kube-apiserver and etcd, under the load of a large cluster
+// of its own against envtest's kube-apiserver and etcd (with the webhook configurations, which
+// call the operator's webhooks), under the load of a large cluster
 // (BenchmarkOperatorMemory10kPods). It has benchmarks only: without -bench nothing is started.
 package operator_test
 
@@ -26,7 +27,7 @@ func TestMain(m *testing.M) {
 	if flag.Lookup("test.bench").Value.String() == "" {
 		os.Exit(m.Run()) // no benchmark asked for: no API server, no build
 	}
-	testenv.Main(m, &env, buildOperator)
+	testenv.MainWith(m, &env, []testenv.Option{testenv.WithWebhooks()}, buildOperator)
 }
 
 func buildOperator(*testenv.Env) (func(), error) {

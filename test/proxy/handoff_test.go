@@ -1,8 +1,19 @@
 package proxy_test
 
 import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/handoff"
+	"github.com/meshlift/meshlift/internal/testutil/gen"
+	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
 // loadDuration is how long each test's traffic runs; the handoff happens in its middle.
@@ -187,4 +198,68 @@ func BenchmarkHandoff(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/handoff")
 	_ = traffic
+}
+
+// TestHandoffSocketRefusesAnotherUID runs the proxy as a non-root user, as the injector does,
+// and connects to its handoff socket from this process, which is root: an app container running
+// as root, which the socket's 0600 mode does not stop. The proxy refuses it before HELLO (no
+// listeners leave it), logs its uid and pid and counts it; the other slot, of the proxy's own
+// uid, still takes over.
+func TestHandoffSocketRefusesAnotherUID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it runs the proxy as another uid (syscall.Credential) and connects to it as root")
+	}
+	const proxyUID = 65534
+	ns := env.Namespace(t, "proxy")
+	appPort := freePort(t)
+	ms := gen.MeshService("echo", gen.MeshServiceMeta(gen.SetNamespace(ns)))
+	ms.Spec.Ports = []meshv1alpha1.MeshServicePort{{Name: "http", Port: int32(appPort), Protocol: meshv1alpha1.ProtocolHTTP}}
+	if err := env.Client.Create(context.Background(), ms); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorkload(t, ms, "echo-0", freePort(t))
+	w.runAs(t, proxyUID)
+	old := w.start(t, bin.proxyOld, 1)
+	old.waitRole(t, "active")
+	socket := filepath.Join(w.dir, "handoff.sock")
+	info, err := os.Stat(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != handoff.SocketMode {
+		t.Fatalf("the handoff socket has mode %v, want %v", info.Mode().Perm(), handoff.SocketMode)
+	}
+
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: socket, Net: "unix"})
+	if err != nil {
+		t.Skipf("root cannot connect to a socket of mode 0600 of another user here (no CAP_DAC_OVERRIDE?): %v", err)
+	}
+	c := handoff.NewConn(conn, 10*time.Second)
+	_ = c.Send(handoff.Message{Type: handoff.TypeHello, Version: "9.9.9", Protocol: handoff.ProtocolVersion, Slot: 2})
+	m, files, err := c.Receive()
+	for _, f := range files {
+		_ = f.Close()
+	}
+	_ = c.Close()
+	if err == nil {
+		t.Fatalf("a root peer received %s with %d sockets from a proxy of uid %d", m.Type, len(files), proxyUID)
+	}
+	testenv.Eventually(t, timeout, func(context.Context) (bool, string) {
+		n := old.metric(t, `meshlift_proxy_handoff_peers_refused_total{side="serving"}`)
+		return n == 1, fmt.Sprintf("refused peers counted: %v, want 1", n)
+	})
+	log := old.output.String()
+	if !strings.Contains(log, "Refused a handoff peer of another UID") || !strings.Contains(log, `"peerUID":0`) ||
+		!strings.Contains(log, fmt.Sprintf(`"peerPID":%d`, os.Getpid())) || !strings.Contains(log, fmt.Sprintf(`"ownUID":%d`, proxyUID)) {
+		t.Fatalf("the proxy's log does not name the refused peer (uid 0, pid %d):\n%s", os.Getpid(), log)
+	}
+	if role := old.role(); role != "active" {
+		t.Fatalf("the proxy is %q after refusing a peer, want active", role)
+	}
+
+	// The other slot, of the proxy's own uid, takes over as always.
+	w.setActiveSlot(t, 2)
+	next := w.start(t, bin.proxyNew, 2)
+	next.waitRole(t, "active")
+	old.waitRole(t, "idle")
 }

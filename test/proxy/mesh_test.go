@@ -56,6 +56,27 @@ type workload struct {
 	args []string
 	// running are the proxy processes started for the pod, by slot.
 	running map[int]*proxyProcess
+	// uid, when set, is the user the pod's proxies run as (runAs); root otherwise.
+	uid *uint32
+}
+
+// runAs makes the pod's proxies run as uid, as the injector's securityContext does: its files
+// and directory (where the proxy binds the handoff socket) become that user's.
+func (w *workload) runAs(t testing.TB, uid uint32) {
+	t.Helper()
+	w.uid = &uid
+	entries, err := os.ReadDir(w.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.Chown(filepath.Join(w.dir, e.Name()), int(uid), int(uid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(w.dir, int(uid), int(uid)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func newMesh(t testing.TB) *mesh {
@@ -163,6 +184,11 @@ func (w *workload) writeFile(t testing.TB, name string, data []byte) {
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if w.uid != nil {
+		if err := os.Chown(tmp, int(*w.uid), int(*w.uid)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.Rename(tmp, filepath.Join(w.dir, name)); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +221,9 @@ func (w *workload) start(t testing.TB, binary string, slot int, extraEnv ...stri
 		"MESHLIFT_ADMIN_PORT="+strconv.Itoa(admin),
 	)
 	cmd.Env = append(cmd.Env, extraEnv...)
+	if w.uid != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: *w.uid, Gid: *w.uid, NoSetGroups: true}}
+	}
 	p := startProcess(t, fmt.Sprintf("%s slot %d (%s)", w.name, slot, filepath.Base(binary)), cmd)
 	p.admin = fmt.Sprintf("http://127.0.0.1:%d", admin)
 	w.running[slot] = p

@@ -67,6 +67,10 @@ func buildBinaries(*testenv.Env) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	// Tests run some proxies as another user (TestHandoffSocketRefusesAnotherUID).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		return nil, err

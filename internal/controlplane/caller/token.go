@@ -57,6 +57,8 @@ type Claims struct {
 	Expiry time.Time
 	// Audiences is the aud claim.
 	Audiences []string
+	// NotBefore is the nbf claim; zero when the token has none.
+	NotBefore time.Time
 	// Namespace, PodName and PodUID are the kubernetes.io claims of a token bound to a pod.
 	Namespace string
 	PodName   string
@@ -66,6 +68,7 @@ type Claims struct {
 // jwtPayload is the part of a service-account token's payload the server reads.
 type jwtPayload struct {
 	Exp        json.Number     `json:"exp"`
+	Nbf        json.Number     `json:"nbf"`
 	Aud        json.RawMessage `json:"aud"`
 	Kubernetes struct {
 		Namespace string `json:"namespace"`
@@ -106,12 +109,19 @@ func UnverifiedClaims(token string) (Claims, error) {
 		PodName:   payload.Kubernetes.Pod.Name,
 		PodUID:    payload.Kubernetes.Pod.UID,
 	}
-	if payload.Exp != "" {
-		exp, err := payload.Exp.Float64()
-		if err != nil || math.IsNaN(exp) || exp < 0 || exp > maxUnixSeconds {
-			return invalid("its exp claim %q is not a time", payload.Exp.String())
+	for _, c := range []struct {
+		name  string
+		value json.Number
+		into  *time.Time
+	}{{"exp", payload.Exp, &claims.Expiry}, {"nbf", payload.Nbf, &claims.NotBefore}} {
+		if c.value == "" {
+			continue
 		}
-		claims.Expiry = time.Unix(int64(exp), 0)
+		seconds, err := c.value.Float64()
+		if err != nil || math.IsNaN(seconds) || seconds < 0 || seconds > maxUnixSeconds {
+			return invalid("its %s claim %q is not a time", c.name, c.value.String())
+		}
+		*c.into = time.Unix(int64(seconds), 0)
 	}
 	if len(payload.Aud) > 0 && string(payload.Aud) != "null" {
 		var one string
@@ -144,4 +154,57 @@ func Rejected(apiError string, claims Claims, claimsErr error, boundPodGone bool
 	default:
 		return identity.Refuse(identity.ReasonInvalidToken, "the API server rejected the token: %s", apiError)
 	}
+}
+
+// Leeway is how far past exp (or before nbf) a token is still taken: the API server's own
+// validator allows one minute of clock skew, and the pre-check must never refuse a token the
+// API server would accept.
+const Leeway = time.Minute
+
+// jwtHeader is the part of a JWT's header the pre-check reads.
+type jwtHeader struct {
+	Alg string `json:"alg"`
+}
+
+// Precheck refuses, without asking the API server, a token that cannot be a projected
+// service-account token for this server at now: one that is not a signed JWT, is not for
+// audience Audience, has no exp, expired (more than Leeway ago), is not valid yet (nbf more
+// than Leeway ahead) or is not bound to a pod. It returns the token's claims otherwise. Nothing
+// is verified: a token that passes may still be forged, and only the API server's verdict
+// grants anything; the pre-check only spares the API server the tokens it would reject anyway.
+func Precheck(token string, now time.Time) (Claims, error) {
+	claims, err := UnverifiedClaims(token)
+	if err != nil {
+		return Claims{}, err
+	}
+	header, _, _ := strings.Cut(token, ".")
+	rawHeader, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(header, "="))
+	var h jwtHeader
+	if err != nil || json.Unmarshal(rawHeader, &h) != nil {
+		return Claims{}, identity.Refuse(identity.ReasonInvalidToken, "the bearer token is not a JWT: its header is not a base64url JSON object")
+	}
+	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
+		return Claims{}, identity.Refuse(identity.ReasonInvalidToken, "the bearer token is not signed (alg %q)", h.Alg)
+	}
+	if signature := token[strings.LastIndexByte(token, '.')+1:]; signature == "" {
+		return Claims{}, identity.Refuse(identity.ReasonInvalidToken, "the bearer token has no signature")
+	}
+	switch {
+	case !slices.Contains(claims.Audiences, Audience):
+		return Claims{}, identity.Refuse(identity.ReasonWrongAudience,
+			"the token is for audiences %q, not %q: send the projected token the injector mounts (audience %s)", claims.Audiences, Audience, Audience)
+	case claims.Expiry.IsZero():
+		return Claims{}, identity.Refuse(identity.ReasonInvalidToken,
+			"the token has no exp claim: send the projected service-account token, which expires")
+	case now.After(claims.Expiry.Add(Leeway)):
+		return Claims{}, identity.Refuse(identity.ReasonExpiredToken,
+			"the token expired at %s: re-read the projected token file, which the kubelet refreshes", claims.Expiry.UTC().Format(time.RFC3339))
+	case !claims.NotBefore.IsZero() && now.Add(Leeway).Before(claims.NotBefore):
+		return Claims{}, identity.Refuse(identity.ReasonInvalidToken,
+			"the token is not valid before %s", claims.NotBefore.UTC().Format(time.RFC3339))
+	case claims.Namespace == "" || claims.PodName == "" || claims.PodUID == "":
+		return Claims{}, identity.Refuse(identity.ReasonUnboundToken,
+			"the token is not bound to a pod: send the projected token the kubelet mounts into the pod")
+	}
+	return claims, nil
 }

@@ -141,3 +141,43 @@ func TestRejected(t *testing.T) {
 		})
 	}
 }
+
+func TestPrecheck(t *testing.T) {
+	now := time.Unix(1800000000, 0)
+	bound := func(claims string) string {
+		return jwt(`{"aud":["meshlift"],"kubernetes.io":{"namespace":"shop","pod":{"name":"web-1","uid":"u-1"}}` + claims + `}`)
+	}
+	for _, tc := range []struct {
+		name   string
+		token  string
+		reason identity.Reason
+	}{
+		{name: "passes a bound token for meshlift that has not expired", token: bound(`,"exp":1800000600,"nbf":1799999400`)},
+		{name: "passes a token expired within the API server's leeway", token: bound(`,"exp":1799999970`)},
+		{name: "passes a token valid within the leeway from now", token: bound(`,"exp":1800000600,"nbf":1800000030`)},
+		{name: "refuses a token that is not a JWT", token: "not-a-jwt", reason: identity.ReasonInvalidToken},
+		{name: "refuses a token whose header is not JSON", token: "bm90LWpzb24" + bound(`,"exp":1800000600`)[len("eyJhbGciOiJSUzI1NiJ9"):], reason: identity.ReasonInvalidToken},
+		{name: "refuses an unsigned token", token: base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + bound(`,"exp":1800000600`)[len("eyJhbGciOiJSUzI1NiJ9"):], reason: identity.ReasonInvalidToken},
+		{name: "refuses a token without a signature", token: strings.TrimSuffix(bound(`,"exp":1800000600`), "c2lnbmF0dXJl"), reason: identity.ReasonInvalidToken},
+		{name: "refuses a token for another audience", token: jwt(`{"aud":["vault"],"exp":1800000600,"kubernetes.io":{"namespace":"shop","pod":{"name":"web-1","uid":"u-1"}}}`), reason: identity.ReasonWrongAudience},
+		{name: "refuses a token without an audience", token: jwt(`{"exp":1800000600}`), reason: identity.ReasonWrongAudience},
+		{name: "refuses a token that never expires", token: bound(``), reason: identity.ReasonInvalidToken},
+		{name: "refuses a token expired beyond the leeway", token: bound(`,"exp":1799999900`), reason: identity.ReasonExpiredToken},
+		{name: "refuses a token that is not valid yet", token: bound(`,"exp":1800000600,"nbf":1800000100`), reason: identity.ReasonInvalidToken},
+		{name: "refuses a token that is not bound to a pod", token: jwt(`{"aud":"meshlift","exp":1800000600,"kubernetes.io":{"namespace":"shop"}}`), reason: identity.ReasonUnboundToken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			claims, err := caller.Precheck(tc.token, now)
+			if tc.reason != "" {
+				wantRefusal(t, err, tc.reason, codes.Unauthenticated)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if claims.PodName != "web-1" || claims.Expiry.IsZero() {
+				t.Fatalf("Precheck() = %+v", claims)
+			}
+		})
+	}
+}

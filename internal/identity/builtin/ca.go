@@ -2,7 +2,8 @@
 // a Secret of the operator's namespace. The first replica that finds no Secret creates it; every
 // replica loads it, publishes it through an identity.Holder and reloads it when the Secret
 // changes. A Secret that exists is never overwritten: if it is malformed the CA reports what to
-// fix and keeps the root it loaded before, if any.
+// fix and keeps the root it loaded before, if any. A deleted Secret is created again from the CA
+// in memory: a new root is minted only when no Secret exists and the replica holds no CA yet.
 package builtin
 
 import (
@@ -19,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -28,8 +30,11 @@ import (
 	"github.com/meshlift/meshlift/internal/identity/wake"
 )
 
-// The CA Secret lives in the operator's namespace: a Role there, not access to every Secret.
-// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;create
+// The CA Secret lives in the operator's namespace: a Role there, not access to every Secret. It
+// is created (a create cannot be limited to a name), then read and watched by its name, the
+// default of --ca-secret-name.
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=create
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=meshlift-ca,verbs=get;list;watch
 
 const (
 	// DefaultSecretName is the Secret holding the root and its key.
@@ -75,10 +80,15 @@ type CA struct {
 	// watches is a private cache holding only the CA Secret; its events wake the sync loop.
 	watches cache.Cache
 	wake    chan struct{}
+	// recorder reports a restored Secret as a Warning event on it; nil records nothing.
+	recorder events.EventRecorder
 
 	mu        sync.Mutex
 	published []byte // fingerprint of ca.crt and ca.key of the Authority published last
-	lastErr   error
+	// held is ca.crt and ca.key of the Authority published last: what a deleted Secret is
+	// created again from.
+	held    map[string][]byte
+	lastErr error
 }
 
 // New validates opts and returns a CA that publishes through holder. Add it to the manager
@@ -111,6 +121,7 @@ func New(opts Options, holder *identity.Holder) (*CA, error) {
 func (c *CA) SetupWithManager(mgr ctrl.Manager) error {
 	c.reader = mgr.GetAPIReader()
 	c.writer = mgr.GetClient()
+	c.recorder = mgr.GetEventRecorder("meshlift-ca")
 	watches, err := cache.New(mgr.GetConfig(), cache.Options{
 		HTTPClient: mgr.GetHTTPClient(),
 		Scheme:     mgr.GetScheme(),
@@ -207,7 +218,7 @@ func (c *CA) sync(ctx context.Context) error {
 	if unchanged {
 		return nil
 	}
-	authority, err := authorityFromSecretData(data)
+	authority, err := authorityFromSecretData(data, c.opts.TrustDomain)
 	if err != nil {
 		return fmt.Errorf("the CA Secret %s/%s is malformed: %w; fix it, or delete it to have the operator create a new root (every proxy then needs the new trust bundle)",
 			c.opts.Namespace, c.opts.SecretName, err)
@@ -216,8 +227,10 @@ func (c *CA) sync(ctx context.Context) error {
 	return nil
 }
 
-// ensureSecret returns the data of the Secret after creating it if absent. Replicas racing to
-// create it converge on one root: whoever loses reads the winner's Secret.
+// ensureSecret returns the data of the Secret after creating it if absent: from the CA this
+// replica holds in memory if it holds one (the Secret was deleted), else with a new root.
+// Replicas racing to create it converge on one root: whoever loses reads the winner's Secret,
+// and replicas restoring a deleted Secret all hold the same CA.
 func (c *CA) ensureSecret(ctx context.Context) (map[string][]byte, error) {
 	key := client.ObjectKey{Namespace: c.opts.Namespace, Name: c.opts.SecretName}
 	log := ctrl.LoggerFrom(ctx)
@@ -231,7 +244,7 @@ func (c *CA) ensureSecret(ctx context.Context) (map[string][]byte, error) {
 		if !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("failed to read the CA Secret %s: %w", key, err)
 		}
-		data, err := newSecretData(c.opts.TrustDomain, c.opts.Lifetime, time.Now())
+		data, restored, err := c.dataToCreate(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -244,7 +257,6 @@ func (c *CA) ensureSecret(ctx context.Context) (map[string][]byte, error) {
 			Type: corev1.SecretTypeOpaque,
 			Data: data,
 		}
-		log.Info("Creating the CA Secret with a new root", "trustDomain", c.opts.TrustDomain, "lifetime", c.opts.Lifetime)
 		err = c.writer.Create(ctx, secret)
 		if apierrors.IsAlreadyExists(err) {
 			log.V(1).Info("Another replica created the CA Secret first; reading it")
@@ -253,9 +265,31 @@ func (c *CA) ensureSecret(ctx context.Context) (map[string][]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("failed to create the CA Secret %s: %w", key, err)
 		}
+		if restored && c.recorder != nil {
+			c.recorder.Eventf(secret, nil, corev1.EventTypeWarning, "CASecretRestored", "Restore",
+				"The CA Secret was deleted; recreated from the CA in memory (bundle %s). Edit the Secret to replace the root.", identity.BundleFingerprint(data[CertKey]))
+		}
 		return data, nil
 	}
 	return nil, fmt.Errorf("the CA Secret %s kept disappearing between create and read: gave up after %d attempts", key, attempts)
+}
+
+// dataToCreate is the data of a Secret to create: the CA held in memory, or a new root when
+// none is held (the first start of the mesh).
+func (c *CA) dataToCreate(ctx context.Context) (data map[string][]byte, restored bool, err error) {
+	log := ctrl.LoggerFrom(ctx)
+	c.mu.Lock()
+	held := c.held
+	c.mu.Unlock()
+	if held != nil {
+		// Never a new root here: every running proxy trusts the held one.
+		log.Info("The CA Secret was deleted; creating it again from the CA in memory",
+			"bundle", identity.BundleFingerprint(held[CertKey]))
+		return map[string][]byte{CertKey: bytes.Clone(held[CertKey]), KeyKey: bytes.Clone(held[KeyKey])}, true, nil
+	}
+	log.Info("Creating the CA Secret with a new root", "trustDomain", c.opts.TrustDomain, "lifetime", c.opts.Lifetime)
+	data, err = newSecretData(c.opts.TrustDomain, c.opts.Lifetime, time.Now())
+	return data, false, err
 }
 
 func (c *CA) publish(ctx context.Context, data map[string][]byte, authority *identity.Authority) {
@@ -270,6 +304,7 @@ func (c *CA) publish(ctx context.Context, data map[string][]byte, authority *ide
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.published = secretFingerprint(data)
+	c.held = map[string][]byte{CertKey: bytes.Clone(data[CertKey]), KeyKey: bytes.Clone(data[KeyKey])}
 }
 
 func (c *CA) setLastError(err error) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -157,6 +158,53 @@ func verifiesLeaf(t *testing.T, authority *identity.Authority, bundle []byte) {
 	}
 }
 
+// signLeaf signs a workload leaf with authority.
+func signLeaf(t *testing.T, authority *identity.Authority) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := authority.SignWorkload(&key.PublicKey, identity.SPIFFEID(trustDomain, "shop", "cart"), time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf.Cert
+}
+
+// verifiesWith checks that leaf verifies, as a proxy verifies a peer, with the roots of bundle.
+func verifiesWith(t *testing.T, leaf *x509.Certificate, bundle []byte) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		t.Fatal("the bundle holds no certificate")
+	}
+	if _, err := identity.VerifyPeer(roots, []*x509.Certificate{leaf}, trustDomain, x509.ExtKeyUsageClientAuth); err != nil {
+		t.Errorf("a leaf issued before does not verify with the bundle: %v", err)
+	}
+}
+
+func deleteSecret(t *testing.T, ns string) {
+	t.Helper()
+	if err := env.Client.Delete(context.Background(), getSecret(t, ns)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitForSecret waits until the CA Secret exists and returns it.
+func waitForSecret(t *testing.T, ns string) *corev1.Secret {
+	t.Helper()
+	var secret *corev1.Secret
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		secret = &corev1.Secret{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: DefaultSecretName}, secret); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	return secret
+}
+
 func TestTheFirstReplicaCreatesTheSecretAndPublishesItsRoot(t *testing.T) {
 	ns := operatorNamespace(t, "first")
 	holder := identity.NewHolder()
@@ -205,6 +253,63 @@ func TestReplicasStartingTogetherEndWithTheSameCA(t *testing.T) {
 	if secret := getSecret(t, ns); !bytes.Equal(secret.Data[CertKey], first.TrustBundle()) {
 		t.Error("the replicas publish a root that is not the Secret's")
 	}
+}
+
+// TestADeletedSecretComesBackWithTheRootEveryReplicaHolds: replicas sharing one root each
+// hold it in memory; when the Secret is deleted whichever recreates it writes that root, every
+// replica keeps signing with it, and leaves issued before still verify with the new Secret's
+// bundle. No replica mints a new root while it holds one.
+func TestADeletedSecretComesBackWithTheRootEveryReplicaHolds(t *testing.T) {
+	ns := operatorNamespace(t, "deleted")
+	holders := []*identity.Holder{identity.NewHolder(), identity.NewHolder()}
+	for _, holder := range holders {
+		startReplica(t, ns, holder)
+	}
+	first := waitForBundle(t, holders[0], nil)
+	for _, holder := range holders {
+		waitForBundle(t, holder, first.TrustBundle())
+	}
+	issued := signLeaf(t, first)
+	original := getSecret(t, ns)
+
+	for round := range 3 {
+		deleteSecret(t, ns)
+		recreated := waitForSecret(t, ns)
+		if recreated.UID == original.UID {
+			t.Fatalf("round %d: the Secret was not deleted", round)
+		}
+		if !bytes.Equal(recreated.Data[CertKey], original.Data[CertKey]) || !bytes.Equal(recreated.Data[KeyKey], original.Data[KeyKey]) {
+			t.Fatalf("round %d: the Secret came back with another root or key", round)
+		}
+		if recreated.Labels[identity.LabelPartOf] != identity.PartOf {
+			t.Errorf("round %d: the recreated Secret has labels %v", round, recreated.Labels)
+		}
+		verifiesWith(t, issued, recreated.Data[CertKey])
+		original = recreated
+	}
+	// Let any late sync run; nothing may change the root.
+	time.Sleep(time.Second)
+	for i, holder := range holders {
+		if authority := holder.Current(); !authority.Signer().Equal(first.Signer()) || !bytes.Equal(authority.TrustBundle(), first.TrustBundle()) {
+			t.Errorf("replica %d now publishes another CA", i)
+		}
+	}
+	if secret := getSecret(t, ns); !bytes.Equal(secret.Data[CertKey], first.TrustBundle()) {
+		t.Error("the Secret ends with another root")
+	}
+	// Each restoration is a Warning event on the Secret.
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		list := &eventsv1.EventList{}
+		if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range list.Items {
+			if e.Reason == "CASecretRestored" && e.Type == corev1.EventTypeWarning && e.Regarding.Name == DefaultSecretName {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no CASecretRestored event among %d events", len(list.Items))
+	})
 }
 
 // losingReader reads through the API server, but just after finding no Secret the first time,
@@ -325,22 +430,21 @@ func TestAReplacedCAIsPublished(t *testing.T) {
 		verifiesLeaf(t, authority, replacement[CertKey])
 	})
 
-	t.Run("a deleted Secret is created again with a new root", func(t *testing.T) {
+	t.Run("a deleted Secret is created again with the root in memory", func(t *testing.T) {
 		before := holder.Current()
-		if err := env.Client.Delete(context.Background(), getSecret(t, ns)); err != nil {
-			t.Fatal(err)
+		issued := signLeaf(t, before)
+		deleteSecret(t, ns)
+		recreated := waitForSecret(t, ns)
+		if !bytes.Equal(recreated.Data[CertKey], before.TrustBundle()) {
+			t.Error("the recreated Secret holds another ca.crt than the CA in memory")
 		}
-		var recreated *corev1.Secret
-		testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
-			recreated = &corev1.Secret{}
-			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: DefaultSecretName}, recreated); err != nil {
-				return false, err.Error()
-			}
-			return true, ""
-		})
-		authority := waitForBundle(t, holder, recreated.Data[CertKey])
-		if authority.Signer().Equal(before.Signer()) || authority.Signer().Equal(first.Signer()) {
-			t.Error("the recreated Secret holds an old root")
+		authority := waitForBundle(t, holder, before.TrustBundle())
+		if !authority.Signer().Equal(before.Signer()) {
+			t.Error("the replica signs with another root after the Secret was recreated")
+		}
+		verifiesWith(t, issued, recreated.Data[CertKey])
+		if first.Signer().Equal(before.Signer()) {
+			t.Error("the test did not replace the first root")
 		}
 	})
 

@@ -28,9 +28,9 @@ func newSecretData(trustDomain string, lifetime time.Duration, now time.Time) (m
 	return map[string][]byte{CertKey: certPEM, KeyKey: keyPEM}, nil
 }
 
-// authorityFromSecretData builds the Authority of the CA Secret's data. Its errors say what is
-// wrong with the data, without the Secret's name.
-func authorityFromSecretData(data map[string][]byte) (*identity.Authority, error) {
+// authorityFromSecretData builds the Authority of the CA Secret's data for the trust domain. Its
+// errors say what is wrong with the data, without the Secret's name.
+func authorityFromSecretData(data map[string][]byte, trustDomain string) (*identity.Authority, error) {
 	certsPEM, keyPEM := data[CertKey], data[KeyKey]
 	switch {
 	case len(certsPEM) == 0 && len(keyPEM) == 0:
@@ -73,6 +73,11 @@ func authorityFromSecretData(data map[string][]byte) (*identity.Authority, error
 	authority, err := identity.NewAuthority(signerPEM, keyPEM, nil, certsPEM)
 	if err != nil {
 		return nil, err
+	}
+	// Proxies accept only leaves whose signer is a CA of the mesh (identity.VerifyPeer).
+	if !identity.IsMeshCA(authority.Signer(), trustDomain) {
+		return nil, fmt.Errorf("the certificate of %s is not a CA of trust domain %s: its only URI SAN must be spiffe://%s, or proxies refuse the leaves it signs",
+			KeyKey, trustDomain, trustDomain)
 	}
 	return authority, nil
 }

@@ -28,6 +28,7 @@ func TestAuthorityFromSecretData(t *testing.T) {
 	rootPEM, rootKeyPEM := mustRoot(t, "example.org", time.Hour, now)
 	otherPEM, otherKeyPEM := mustRoot(t, "example.org", time.Hour, now)
 	expiredPEM, expiredKeyPEM := mustRoot(t, "example.org", time.Hour, now.Add(-2*time.Hour))
+	foreignPEM, foreignKeyPEM := mustRoot(t, "other.org", time.Hour, now)
 	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -67,11 +68,16 @@ func TestAuthorityFromSecretData(t *testing.T) {
 		},
 		{name: "a key of another root is refused", data: map[string][]byte{CertKey: rootPEM, KeyKey: otherKeyPEM}, wantErr: "no certificate of ca.crt belongs to the key in ca.key"},
 		{name: "a leaf certificate is not a CA", data: map[string][]byte{CertKey: leaf.ChainPEM, KeyKey: leafKeyPEM}, wantErr: "not a CA"},
+		{
+			name:    "a root of another trust domain is refused",
+			data:    map[string][]byte{CertKey: foreignPEM, KeyKey: foreignKeyPEM},
+			wantErr: "is not a CA of trust domain example.org",
+		},
 		{name: "an expired root is refused", data: map[string][]byte{CertKey: expiredPEM, KeyKey: expiredKeyPEM}, wantErr: "expired"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			authority, err := authorityFromSecretData(tt.data)
+			authority, err := authorityFromSecretData(tt.data, "example.org")
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)

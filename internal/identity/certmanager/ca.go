@@ -2,11 +2,13 @@
 // intermediate key in memory, has a cert-manager Issuer or ClusterIssuer sign it through a
 // CertificateRequest, and signs workload leaves locally with it, so cert-manager is asked once
 // per replica per renewal, not once per pod. The intermediate is renewed at two thirds of its
-// lifetime, each new one published through an identity.Holder; the issuer's CA (status.ca) is
-// the trust bundle.
+// lifetime, each new one published through an identity.Holder. The trust bundle is the trust
+// anchor the admin pins in a ConfigMap or Secret of the operator's namespace (a trust-manager
+// Bundle can write it), never what the issuer returns, unless the admin accepts that risk.
 package certmanager
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/ecdsa"
@@ -20,14 +22,17 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/klog/v2"
@@ -85,6 +90,12 @@ type Options struct {
 	// CheckInterval is how often a pending CertificateRequest is read even if no watch event
 	// arrives; DefaultCheckInterval when zero.
 	CheckInterval time.Duration
+	// TrustAnchor is the ConfigMap or Secret of Namespace holding the trust bundle. Unset, the
+	// bundle is the issuer's status.ca, which New refuses unless AcceptRisks has RiskIssuerCA.
+	TrustAnchor TrustAnchor
+	// AcceptRisks lists the unsafe configurations New accepts (an issuer of cluster scope, no
+	// pinned trust anchor).
+	AcceptRisks Risks
 }
 
 // CA gets intermediates from cert-manager and publishes them through a Holder. It runs on every
@@ -100,13 +111,20 @@ type CA struct {
 	writer  client.Client
 	watches cache.Cache
 	wake    chan struct{}
+	// anchorWatch is a private cache holding only the trust anchor's object; its events wake
+	// anchorWake, which republishes the intermediate with the new bundle.
+	anchorWatch cache.Cache
+	anchorWake  chan struct{}
 	// firstBackoff is the wait before the first retry after an error; it doubles up to
 	// maxBackoff.
 	firstBackoff time.Duration
 
 	mu        sync.Mutex
 	published *identity.Authority
-	lastErr   error
+	// keyPEM and certPEM are the published intermediate's key and status.certificate, kept to
+	// republish it when the trust anchor changes.
+	keyPEM, certPEM []byte
+	lastErr         error
 }
 
 // New validates opts and returns a CA that publishes through holder. Add it to the manager
@@ -128,6 +146,21 @@ func New(opts Options, holder *identity.Holder) (*CA, error) {
 		return nil, fmt.Errorf("the issuer kind must be %s or %s, not %q", cmapi.IssuerKind, cmapi.ClusterIssuerKind, ref.Kind)
 	}
 	opts.TrustDomain = cmp.Or(opts.TrustDomain, identity.DefaultTrustDomain)
+	if anchor := &opts.TrustAnchor; anchor.IsSet() {
+		anchor.Key = cmp.Or(anchor.Key, DefaultTrustAnchorKey)
+		if anchor.Kind != KindConfigMap && anchor.Kind != KindSecret {
+			return nil, fmt.Errorf("the trust anchor must be a %s or a %s, not %q", KindConfigMap, KindSecret, anchor.Kind)
+		}
+		if errs := validation.IsDNS1123Subdomain(anchor.Name); len(errs) > 0 {
+			return nil, fmt.Errorf("the trust anchor's name %q is invalid: %s", anchor.Name, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsConfigMapKey(anchor.Key); len(errs) > 0 {
+			return nil, fmt.Errorf("the trust anchor's key %q is invalid: %s", anchor.Key, strings.Join(errs, "; "))
+		}
+	}
+	if err := checkSafety(opts); err != nil {
+		return nil, err
+	}
 	if opts.Duration <= 0 {
 		opts.Duration = DefaultDuration
 	}
@@ -145,7 +178,7 @@ func New(opts Options, holder *identity.Holder) (*CA, error) {
 		opts.Replica = host
 	}
 	opts.Replica = labelValue(opts.Replica)
-	return &CA{opts: opts, holder: holder, wake: make(chan struct{}, 1), firstBackoff: time.Second}, nil
+	return &CA{opts: opts, holder: holder, wake: make(chan struct{}, 1), anchorWake: make(chan struct{}, 1), firstBackoff: time.Second}, nil
 }
 
 // labelValue returns name if it is a valid label value, else a stable hash of it.
@@ -182,6 +215,23 @@ func (c *CA) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("failed to create the cache watching CertificateRequests: %w", err)
 	}
 	c.watches = watches
+	if anchor := c.opts.TrustAnchor; anchor.IsSet() {
+		c.anchorWatch, err = cache.New(mgr.GetConfig(), cache.Options{
+			HTTPClient: mgr.GetHTTPClient(),
+			Scheme:     mgr.GetScheme(),
+			Mapper:     mgr.GetRESTMapper(),
+			ByObject: map[client.Object]cache.ByObject{
+				c.anchorObject(): {
+					Namespaces: map[string]cache.Config{c.opts.Namespace: {}},
+					Field:      fields.OneTermEqualSelector("metadata.name", anchor.Name),
+				},
+			},
+			DefaultTransform: cache.TransformStripManagedFields(),
+		})
+		if err != nil {
+			return fmt.Errorf("failed to create the cache watching the trust anchor: %w", err)
+		}
+	}
 	if err := mgr.Add(c); err != nil {
 		return fmt.Errorf("failed to add the cert-manager CA backend: %w", err)
 	}
@@ -219,6 +269,11 @@ func (c *CA) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("cert-manager-ca").WithValues("issuerKind", ref.Kind, "issuerName", ref.Name, "replica", c.opts.Replica)
 	ctx = ctrl.LoggerInto(ctx, log)
 	wake.OnChange(ctx, c.watches, &cmapi.CertificateRequest{}, c.wake, "CertificateRequests")
+	if c.anchorWatch != nil {
+		wake.OnChange(ctx, c.anchorWatch, c.anchorObject(), c.anchorWake, "the trust anchor")
+	} else {
+		log.Info("No trust anchor is pinned: the issuer's status.ca is the trust bundle (accepted with --ca-i-understand-unsafe)")
+	}
 	backoff := c.firstBackoff
 	for {
 		renewAt, err := c.issue(ctx)
@@ -237,20 +292,112 @@ func (c *CA) Start(ctx context.Context) error {
 			delay = max(time.Until(renewAt), time.Second)
 			backoff = c.firstBackoff
 		}
-		timer := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !c.sleep(ctx, delay, err == nil) {
 			return nil
-		case <-timer.C:
 		}
 	}
+}
+
+// sleep waits for delay. When the trust anchor changes in the meantime it republishes the
+// intermediate in use with the new trust bundle (published is true) or ends the wait (an issuance
+// failed, maybe for want of the anchor). It returns false when ctx is done.
+func (c *CA) sleep(ctx context.Context, delay time.Duration, published bool) bool {
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case <-c.anchorWake:
+			if !published {
+				return true
+			}
+			c.republish(ctx)
+		}
+	}
+}
+
+// anchorObject is an empty object of the trust anchor's kind.
+func (c *CA) anchorObject() client.Object {
+	if c.opts.TrustAnchor.Kind == KindSecret {
+		return &corev1.Secret{}
+	}
+	return &corev1.ConfigMap{}
+}
+
+// readTrustAnchor returns the PEM roots of the pinned trust anchor, nil when none is pinned.
+func (c *CA) readTrustAnchor(ctx context.Context) ([]byte, error) {
+	anchor := c.opts.TrustAnchor
+	if !anchor.IsSet() {
+		return nil, nil
+	}
+	key := client.ObjectKey{Namespace: c.opts.Namespace, Name: anchor.Name}
+	var data []byte
+	switch obj := c.anchorObject().(type) {
+	case *corev1.Secret:
+		if err := c.reader.Get(ctx, key, obj); err != nil {
+			return nil, anchorReadError(anchor, key, err)
+		}
+		data = obj.Data[anchor.Key]
+	case *corev1.ConfigMap:
+		if err := c.reader.Get(ctx, key, obj); err != nil {
+			return nil, anchorReadError(anchor, key, err)
+		}
+		data = []byte(obj.Data[anchor.Key])
+	}
+	if err := checkAnchorPEM(data); err != nil {
+		return nil, fmt.Errorf("the trust anchor %s %s, key %s: %w", anchor.Kind, key, anchor.Key, err)
+	}
+	return data, nil
+}
+
+func anchorReadError(anchor TrustAnchor, key client.ObjectKey, err error) error {
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("the trust anchor %s %s does not exist: create it with the PEM roots the issuer chains to under key %s (or have a trust-manager Bundle write it): %w",
+			anchor.Kind, key, anchor.Key, err)
+	}
+	return fmt.Errorf("failed to read the trust anchor %s %s: %w", anchor.Kind, key, err)
+}
+
+// republish publishes the intermediate in use again with the trust anchor's current roots, if
+// they changed and the intermediate still chains to them. Otherwise the intermediate in use
+// stays published with the previous bundle, and the error is logged.
+func (c *CA) republish(ctx context.Context) {
+	log := ctrl.LoggerFrom(ctx)
+	c.mu.Lock()
+	published, keyPEM, certPEM := c.published, c.keyPEM, c.certPEM
+	c.mu.Unlock()
+	if published == nil {
+		return
+	}
+	anchorPEM, err := c.readTrustAnchor(ctx)
+	if err == nil && bytes.Equal(anchorPEM, published.TrustBundle()) {
+		return
+	}
+	if err == nil {
+		var authority *identity.Authority
+		authority, err = identity.NewAuthority(certPEM, keyPEM, certPEM, anchorPEM)
+		if err == nil {
+			log.Info("The trust anchor changed; publishing the intermediate CA with the new trust bundle")
+			c.publish(ctx, authority, keyPEM, certPEM)
+			return
+		}
+		err = fmt.Errorf("the intermediate CA in use does not chain to the new trust anchor (add new roots before removing old ones): %w", err)
+	}
+	log.Error(err, "Kept the trust bundle in use: the trust anchor changed into something unusable")
+	c.setLastError(err)
 }
 
 // issue gets a new intermediate from cert-manager, publishes it, cleans up old requests and
 // returns when to renew.
 func (c *CA) issue(ctx context.Context) (time.Time, error) {
 	log := ctrl.LoggerFrom(ctx)
+	// Read first: without the roots, a request would be made for nothing.
+	if _, err := c.readTrustAnchor(ctx); err != nil {
+		return time.Time{}, err
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("generating the intermediate CA key: %w", err)
@@ -296,11 +443,16 @@ func (c *CA) issue(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	authority, err := authorityFromRequest(issued, keyPEM)
+	// Read again: the roots in force now are the ones to publish.
+	anchorPEM, err := c.readTrustAnchor(ctx)
 	if err != nil {
 		return time.Time{}, err
 	}
-	c.publish(ctx, authority)
+	authority, err := authorityFromRequest(issued, keyPEM, anchorPEM, c.opts.TrustDomain)
+	if err != nil {
+		return time.Time{}, err
+	}
+	c.publish(ctx, authority, keyPEM, issued.Status.Certificate)
 	return renewalTime(authority.Signer()), nil
 }
 
@@ -337,7 +489,7 @@ func (c *CA) waitForCertificate(ctx context.Context, key client.ObjectKey) (*cma
 	}
 }
 
-func (c *CA) publish(ctx context.Context, authority *identity.Authority) {
+func (c *CA) publish(ctx context.Context, authority *identity.Authority, keyPEM, certPEM []byte) {
 	signer := authority.Signer()
 	ctrl.LoggerFrom(ctx).Info("Publishing the intermediate CA from cert-manager",
 		"bundle", identity.BundleFingerprint(authority.TrustBundle()),
@@ -346,6 +498,7 @@ func (c *CA) publish(ctx context.Context, authority *identity.Authority) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.published = authority
+	c.keyPEM, c.certPEM = keyPEM, certPEM
 }
 
 // cleanup deletes the CertificateRequests requestsToDelete picks. Failing to is logged, not

@@ -18,15 +18,20 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/repo"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
 
@@ -57,13 +62,56 @@ func TestMain(m *testing.M) {
 	testenv.MainWith(m, &env, []testenv.Option{withCertManagerCRDs}, addCertManagerTypes)
 }
 
-// operatorNamespace creates a namespace where the operator user has the generated permissions.
+// operatorNamespace creates a namespace where the operator user has the generated permissions:
+// manager-role, and the Role of the cert-manager backend (config/rbac/ca-cert-manager).
 func operatorNamespace(t *testing.T, prefix string) string {
 	t.Helper()
 	ns := env.Namespace(t, prefix)
 	clusterRules, namespacedRules := testenv.GeneratedRules(t)
-	env.Grant(t, "manager", operator, ns, clusterRules, namespacedRules)
+	env.Grant(t, "manager", operator, ns, clusterRules, append(slices.Clone(namespacedRules), modeRules(t)...))
 	return ns
+}
+
+// modeRules are the rules of config/rbac/ca-cert-manager/role.yaml, generated from the markers
+// of this package.
+func modeRules(t *testing.T) []rbacv1.PolicyRule {
+	t.Helper()
+	root, err := repo.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "ca-cert-manager", "role.yaml"))
+	if err != nil {
+		t.Fatalf("the cert-manager backend's Role: %v (run `make manifests`)", err)
+	}
+	var role rbacv1.Role
+	if err := utilyaml.Unmarshal(data, &role); err != nil {
+		t.Fatal(err)
+	}
+	return role.Rules
+}
+
+// pinAnchor writes roots into the trust anchor ConfigMap of ns (creating it if needed) and
+// returns the TrustAnchor naming it.
+func pinAnchor(t *testing.T, ns string, roots ...*x509.Certificate) TrustAnchor {
+	t.Helper()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: DefaultTrustAnchorName}}
+	_, err := controllerutil.CreateOrUpdate(context.Background(), env.Client, cm, func() error {
+		cm.Data = map[string]string{DefaultTrustAnchorKey: string(pemOf(roots...))}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return DefaultTrustAnchor()
+}
+
+func pemOf(certs ...*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
 }
 
 // startCA runs the backend in its own manager, as the operator user, until the test ends.
@@ -187,6 +235,7 @@ func TestTheIssuerSignsAnIntermediateThatSignsVerifiableLeaves(t *testing.T) {
 		issuerCA func(t *testing.T) (issuer *testIssuer, root *x509.Certificate)
 		// wantChain is the number of certificates in status.certificate.
 		wantChain int
+		accept    Risks
 	}{
 		{
 			name: "an Issuer whose CA is a self-signed root",
@@ -206,6 +255,7 @@ func TestTheIssuerSignsAnIntermediateThatSignsVerifiableLeaves(t *testing.T) {
 				return &testIssuer{caCerts: []*x509.Certificate{issuing, root}, caKey: issuingKey}, root
 			},
 			wantChain: 2,
+			accept:    Risks{RiskClusterIssuer},
 		},
 	}
 	for _, tt := range tests {
@@ -217,7 +267,8 @@ func TestTheIssuerSignsAnIntermediateThatSignsVerifiableLeaves(t *testing.T) {
 			holder := identity.NewHolder()
 			ca := startCA(t, Options{
 				Namespace: ns, TrustDomain: trustDomain, Replica: "operator-0",
-				IssuerRef: cmmeta.IssuerReference{Name: issuer.name, Kind: tt.kind},
+				IssuerRef:   cmmeta.IssuerReference{Name: issuer.name, Kind: tt.kind},
+				TrustAnchor: pinAnchor(t, ns, root), AcceptRisks: tt.accept,
 			}, holder)
 			authority := waitForAuthority(t, holder, nil)
 
@@ -250,8 +301,8 @@ func TestTheIssuerSignsAnIntermediateThatSignsVerifiableLeaves(t *testing.T) {
 			case signer.CheckSignatureFrom(issuer.caCerts[0]) != nil:
 				t.Error("the intermediate is not signed by the issuer's CA")
 			}
-			if !bytes.Equal(authority.TrustBundle(), cr.Status.CA) {
-				t.Error("the trust bundle is not status.ca")
+			if !bytes.Equal(authority.TrustBundle(), pemOf(root)) {
+				t.Error("the trust bundle is not the pinned trust anchor")
 			}
 			if bundle := decodeCerts(t, authority.TrustBundle()); len(bundle) != 1 || !bundle[0].Equal(root) {
 				t.Error("the trust bundle is not the issuer's root")
@@ -289,9 +340,15 @@ func TestAFailedIssuanceIsAnErrorThatSaysWhatToFix(t *testing.T) {
 		name    string
 		issuer  func(*testIssuer)
 		wantErr string
+		// pinned is the trust anchor: the issuer's root, another root, or nothing (status.ca).
+		pinned func(issuerRoot *x509.Certificate) *x509.Certificate
 	}{
-		{"a denied request", func(i *testIssuer) { i.deny = true }, "was denied (test.meshlift.io: denied by the test approver); an approver"},
-		{"an issuer that does not return its CA", func(i *testIssuer) { i.omitCA = true }, "without its CA in status.ca"},
+		{"a denied request", func(i *testIssuer) { i.deny = true }, "was denied (test.meshlift.io: denied by the test approver); an approver", nil},
+		{"an issuer that does not return its CA, with no trust anchor", func(i *testIssuer) { i.omitCA = true }, "without its CA in status.ca, and no trust anchor is pinned", nil},
+		{"an issuer whose CA is not the pinned one", func(*testIssuer) {}, "is not an intermediate CA of the pinned trust anchor", func(*x509.Certificate) *x509.Certificate {
+			other, _ := newCA(t, "another root", nil, nil)
+			return other
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -302,7 +359,11 @@ func TestAFailedIssuanceIsAnErrorThatSaysWhatToFix(t *testing.T) {
 			issuer.run(t, ns)
 			holder := identity.NewHolder()
 			retryFast := func(ca *CA) { ca.firstBackoff = 50 * time.Millisecond }
-			ca := startCA(t, Options{Namespace: ns, TrustDomain: trustDomain, IssuerRef: cmmeta.IssuerReference{Name: issuer.name}}, holder, retryFast)
+			opts := Options{Namespace: ns, TrustDomain: trustDomain, IssuerRef: cmmeta.IssuerReference{Name: issuer.name}, AcceptRisks: Risks{RiskIssuerCA}}
+			if tt.pinned != nil {
+				opts.TrustAnchor = pinAnchor(t, ns, tt.pinned(root))
+			}
+			ca := startCA(t, opts, holder, retryFast)
 			waitForReadyError(t, ca, tt.wantErr)
 
 			// Retries create new requests; the old ones are cleaned up all the same.
@@ -323,7 +384,8 @@ func TestAFailedIssuanceIsAnErrorThatSaysWhatToFix(t *testing.T) {
 func TestARequestNobodyAnswersIsReportedAsWaiting(t *testing.T) {
 	ns := operatorNamespace(t, "waiting")
 	holder := identity.NewHolder()
-	ca := startCA(t, Options{Namespace: ns, TrustDomain: trustDomain, IssuerRef: cmmeta.IssuerReference{Name: "nobody"}}, holder)
+	root, _ := newCA(t, "root", nil, nil)
+	ca := startCA(t, Options{Namespace: ns, TrustDomain: trustDomain, IssuerRef: cmmeta.IssuerReference{Name: "nobody"}, TrustAnchor: pinAnchor(t, ns, root)}, holder)
 	waitForReadyError(t, ca, "is waiting for approval")
 	time.Sleep(500 * time.Millisecond)
 	if n := len(requestsOf(t, ns)); n != 1 {
@@ -353,7 +415,7 @@ func TestTheIntermediateIsRenewedAndOldRequestsAreCleanedUp(t *testing.T) {
 	const lifetime = 3 * time.Second
 	startCA(t, Options{
 		Namespace: ns, TrustDomain: trustDomain, Replica: "operator-0", KeepRequests: 2, Duration: lifetime,
-		IssuerRef: cmmeta.IssuerReference{Name: issuer.name},
+		IssuerRef: cmmeta.IssuerReference{Name: issuer.name}, TrustAnchor: pinAnchor(t, ns, root),
 	}, holder)
 
 	var previous *identity.Authority

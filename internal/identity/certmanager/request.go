@@ -99,17 +99,31 @@ func describeIssuer(ref cmmeta.IssuerReference) string {
 }
 
 // authorityFromRequest builds the Authority of an issued CertificateRequest: status.certificate
-// is the intermediate (and the chain above it, if any), status.ca the trust bundle, keyPEM the
-// intermediate's key.
-func authorityFromRequest(cr *cmapi.CertificateRequest, keyPEM []byte) (*identity.Authority, error) {
+// is the intermediate (and the chain above it, if any), keyPEM the intermediate's key, and the
+// trust bundle is anchorPEM, the pinned trust anchor, or status.ca when none is pinned. The
+// intermediate must chain to the bundle and be a CA of the trust domain (identity.IsMeshCA), or
+// proxies would refuse its leaves.
+func authorityFromRequest(cr *cmapi.CertificateRequest, keyPEM, anchorPEM []byte, trustDomain string) (*identity.Authority, error) {
 	name := cr.Namespace + "/" + cr.Name
-	if len(cr.Status.CA) == 0 {
-		return nil, fmt.Errorf("%s issued CertificateRequest %s without its CA in status.ca; meshlift publishes that CA as the trust bundle, so the issuer must provide it (the CA and Vault issuers do)",
-			describeIssuer(cr.Spec.IssuerRef), name)
+	bundle := anchorPEM
+	if bundle == nil {
+		if len(cr.Status.CA) == 0 {
+			return nil, fmt.Errorf("%s issued CertificateRequest %s without its CA in status.ca, and no trust anchor is pinned; pin the roots the issuer chains to (--ca-trust-anchor)",
+				describeIssuer(cr.Spec.IssuerRef), name)
+		}
+		bundle = cr.Status.CA
 	}
-	authority, err := identity.NewAuthority(cr.Status.Certificate, keyPEM, cr.Status.Certificate, cr.Status.CA)
+	authority, err := identity.NewAuthority(cr.Status.Certificate, keyPEM, cr.Status.Certificate, bundle)
 	if err != nil {
+		if anchorPEM != nil {
+			return nil, fmt.Errorf("the certificate %s issued for CertificateRequest %s is not an intermediate CA of the pinned trust anchor (is the issuer the CA you pinned?): %w",
+				describeIssuer(cr.Spec.IssuerRef), name, err)
+		}
 		return nil, fmt.Errorf("the certificate issued for CertificateRequest %s is not a usable intermediate CA: %w", name, err)
+	}
+	if !identity.IsMeshCA(authority.Signer(), trustDomain) {
+		return nil, fmt.Errorf("the certificate %s issued for CertificateRequest %s is not a CA of spiffe://%s (its URI SANs are %v): the issuer must keep the CSR's URI SAN, or proxies refuse the leaves it signs",
+			describeIssuer(cr.Spec.IssuerRef), name, trustDomain, authority.Signer().URIs)
 	}
 	return authority, nil
 }

@@ -185,6 +185,8 @@ func TestOptionsAreValidated(t *testing.T) {
 		{"no namespace", Options{IssuerRef: cmmeta.IssuerReference{Name: "x"}}, "namespace"},
 		{"no issuer name", Options{Namespace: "ns"}, "name of the issuer"},
 		{"a cert-manager kind that is not an issuer", Options{Namespace: "ns", IssuerRef: cmmeta.IssuerReference{Name: "x", Kind: "Certificate"}}, `not "Certificate"`},
+		{"a trust anchor of another kind", Options{Namespace: "ns", IssuerRef: cmmeta.IssuerReference{Name: "x"}, TrustAnchor: TrustAnchor{Kind: "Pod", Name: "a"}}, `not "Pod"`},
+		{"a trust anchor with an invalid name", Options{Namespace: "ns", IssuerRef: cmmeta.IssuerReference{Name: "x"}, TrustAnchor: TrustAnchor{Kind: KindSecret, Name: "A_b"}}, `name "A_b" is invalid`},
 	}
 	for _, tt := range tests {
 		t.Run("refuses "+tt.name, func(t *testing.T) {
@@ -194,7 +196,7 @@ func TestOptionsAreValidated(t *testing.T) {
 			}
 		})
 	}
-	ca, err := New(Options{Namespace: "ns", IssuerRef: cmmeta.IssuerReference{Name: "x"}, Replica: strings.Repeat("pod", 30)}, identity.NewHolder())
+	ca, err := New(Options{Namespace: "ns", IssuerRef: cmmeta.IssuerReference{Name: "x"}, Replica: strings.Repeat("pod", 30), TrustAnchor: DefaultTrustAnchor()}, identity.NewHolder())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,5 +205,87 @@ func TestOptionsAreValidated(t *testing.T) {
 	}
 	if len(ca.opts.Replica) > 63 {
 		t.Errorf("replica label %q is not a valid label value", ca.opts.Replica)
+	}
+}
+
+// TestUnsafeConfigurationsAreRefusedUnlessAccepted: New refuses an issuer of cluster scope and a
+// trust bundle taken from status.ca, each with a message naming the fix, unless the admin
+// accepted that risk explicitly.
+func TestUnsafeConfigurationsAreRefusedUnlessAccepted(t *testing.T) {
+	issuer := cmmeta.IssuerReference{Name: "mesh-ca"}
+	clusterIssuer := cmmeta.IssuerReference{Name: "mesh-ca", Kind: cmapi.ClusterIssuerKind}
+	externalCluster := cmmeta.IssuerReference{Name: "pca", Kind: "AWSPCAClusterIssuer", Group: "awspca.cert-manager.io"}
+	externalNamespaced := cmmeta.IssuerReference{Name: "pca", Kind: "AWSPCAIssuer", Group: "awspca.cert-manager.io"}
+	anchor := DefaultTrustAnchor()
+	tests := []struct {
+		name    string
+		opts    Options
+		wantErr []string // empty: accepted
+	}{
+		{"a dedicated Issuer and a pinned trust anchor", Options{IssuerRef: issuer, TrustAnchor: anchor}, nil},
+		{"an external namespaced issuer and a pinned trust anchor", Options{IssuerRef: externalNamespaced, TrustAnchor: anchor}, nil},
+		{"a ClusterIssuer", Options{IssuerRef: clusterIssuer, TrustAnchor: anchor},
+			[]string{`ClusterIssuer "mesh-ca" serves every namespace`, "--ca-issuer-kind=Issuer", "--ca-i-understand-unsafe=cluster-issuer"}},
+		{"an external cluster issuer", Options{IssuerRef: externalCluster, TrustAnchor: anchor},
+			[]string{`AWSPCAClusterIssuer "pca" serves every namespace`}},
+		{"a ClusterIssuer accepted", Options{IssuerRef: clusterIssuer, TrustAnchor: anchor, AcceptRisks: Risks{RiskClusterIssuer}}, nil},
+		{"no trust anchor", Options{IssuerRef: issuer},
+			[]string{"no trust anchor is pinned", "--ca-trust-anchor=configmap/<name>", "--ca-i-understand-unsafe=issuer-ca"}},
+		{"no trust anchor accepted", Options{IssuerRef: issuer, AcceptRisks: Risks{RiskIssuerCA}}, nil},
+		{"both, one accepted", Options{IssuerRef: clusterIssuer, AcceptRisks: Risks{RiskIssuerCA}},
+			[]string{"serves every namespace"}},
+		{"both accepted", Options{IssuerRef: clusterIssuer, AcceptRisks: Risks{RiskIssuerCA, RiskClusterIssuer}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Namespace = "meshlift-system"
+			_, err := New(tt.opts, identity.NewHolder())
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("New() = %v, want it accepted", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("New() accepted an unsafe configuration")
+			}
+			for _, want := range tt.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("New() = %v, want an error containing %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestTheFlagsParse(t *testing.T) {
+	var anchor TrustAnchor
+	for in, want := range map[string]TrustAnchor{
+		"configmap/roots": {Kind: KindConfigMap, Name: "roots"},
+		"ConfigMap/roots": {Kind: KindConfigMap, Name: "roots"},
+		"secret/roots":    {Kind: KindSecret, Name: "roots"},
+		"":                {},
+	} {
+		if err := anchor.Set(in); err != nil || anchor != want {
+			t.Errorf("Set(%q) = %+v, %v; want %+v", in, anchor, err, want)
+		}
+		if in != "" && anchor.String() != strings.ToLower(in) {
+			t.Errorf("String() = %q after Set(%q)", anchor.String(), in)
+		}
+	}
+	for _, in := range []string{"roots", "pod/roots", "secret/", "secret/a/b"} {
+		if err := anchor.Set(in); err == nil {
+			t.Errorf("Set(%q) accepted", in)
+		}
+	}
+	var risks Risks
+	if err := risks.Set("cluster-issuer, issuer-ca"); err != nil || !risks.Has(RiskClusterIssuer) || !risks.Has(RiskIssuerCA) {
+		t.Errorf("Set = %v, risks %v", err, risks)
+	}
+	if err := risks.Set("cluster-issuer"); err != nil || len(risks) != 2 || risks.String() != "cluster-issuer,issuer-ca" {
+		t.Errorf("Set again = %v, risks %v", err, risks)
+	}
+	if err := risks.Set("everything"); err == nil {
+		t.Error("an unknown risk was accepted")
 	}
 }
