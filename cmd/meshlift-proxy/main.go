@@ -50,10 +50,13 @@ type settings struct {
 	adminPort       int
 	serverName      string
 
-	drainTimeout   time.Duration
-	handoffTimeout time.Duration
-	loadBalancing  string
-	logLevel       string
+	drainTimeout time.Duration
+	// drainMaxDuration is the drain budget after a takeover (the pod's
+	// meshlift.io/drain-max-duration annotation overrides it at the moment of the handoff).
+	drainMaxDuration time.Duration
+	handoffTimeout   time.Duration
+	loadBalancing    string
+	logLevel         string
 	// takeoverDelay holds the new process after it received the listeners and its certificate,
 	// before it accepts on them and sends TAKEOVER. Only for tests that kill a process at that
 	// moment (MESHLIFT_DEBUG_TAKEOVER_DELAY).
@@ -140,12 +143,19 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	// Flags the SidecarVersion's spec.args may set.
 	fs := flag.NewFlagSet("meshlift-proxy", flag.ContinueOnError)
 	fs.DurationVar(&s.drainTimeout, "drain-timeout", 20*time.Second, "How long in-flight work may take after a handoff or SIGTERM.")
+	var drainMaxDuration string
+	fs.StringVar(&drainMaxDuration, "drain-max-duration", proxyconfig.DefaultDrainMaxDuration.String(),
+		"Drain budget: how long, after a takeover, connections that cannot move without loss (TCP, upgraded, HTTP/2 streams in flight) keep being served before they are cut; the pod's "+
+			proxyconfig.DrainMaxDurationAnnotation+" annotation overrides it.")
 	fs.DurationVar(&s.handoffTimeout, "handoff-timeout", 30*time.Second, "How long a new process waits for its certificate and endpoints before giving up a takeover.")
 	fs.StringVar(&s.loadBalancing, "load-balancing", proxy.RoundRobin, "round-robin or least-request.")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error.")
 	fs.StringVar(&s.serverName, "control-plane-server-name", "", "Name in the control plane's certificate (the host of --control-plane by default).")
 	if err := fs.Parse(cfg.Extra); err != nil {
 		return settings{}, fmt.Errorf("proxy flags: %w", err)
+	}
+	if s.drainMaxDuration, err = proxyconfig.ParseDrainMaxDuration(drainMaxDuration); err != nil {
+		return settings{}, fmt.Errorf("--drain-max-duration: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return settings{}, fmt.Errorf("unexpected arguments %v", fs.Args())
@@ -203,6 +213,8 @@ func run(ctx context.Context, s settings, log logr.Logger) error {
 		defer func() { _ = admin.Close() }()
 	}
 
+	state.SetHeldConnections(p.RetiringConnections)
+	state.SetCutConnections(p.ConnectionsCutAtBudget)
 	o := &owner{s: s, proxy: p, state: state, configured: configured, log: log, ownUID: handoff.OwnUID()}
 	return o.run(ctx)
 }

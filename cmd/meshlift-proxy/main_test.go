@@ -1,9 +1,13 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 )
 
 func environment(overrides map[string]string) func(string) string {
@@ -39,6 +43,12 @@ func TestParseSettings(t *testing.T) {
 	if s.drainTimeout != 7*time.Second || s.loadBalancing != "least-request" || s.handoffTimeout != 30*time.Second {
 		t.Errorf("flags not applied: %+v", s)
 	}
+	if s.drainMaxDuration != 10*time.Minute {
+		t.Errorf("drain budget %s by default, want 10m", s.drainMaxDuration)
+	}
+	if budget, err := parseSettings(append(injectorArgs, "--drain-max-duration=90s"), environment(nil)); err != nil || budget.drainMaxDuration != 90*time.Second {
+		t.Errorf("--drain-max-duration=90s gives %s, %v", budget.drainMaxDuration, err)
+	}
 	if s.trustDomain != "cluster.local" || s.config.MeshService != "web" || s.config.InboundPort != 15006 {
 		t.Errorf("defaults or injector arguments not applied: %+v", s)
 	}
@@ -66,11 +76,37 @@ func TestParseSettingsRefuses(t *testing.T) {
 		"stray argument":      {args: []string{"extra"}, want: "unexpected arguments"},
 		"bad load balancing":  {args: []string{"--load-balancing=random"}, want: "--load-balancing must be"},
 		"bad injector values": {args: []string{"--inbound-port=0"}, want: "--inbound-port"},
+		"no drain budget":     {args: []string{"--drain-max-duration=0s"}, want: "--drain-max-duration"},
+		"bad drain budget":    {args: []string{"--drain-max-duration=forever"}, want: "--drain-max-duration"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := parseSettings(append(append([]string{}, injectorArgs...), tc.args...), environment(tc.env))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDrainBudgetComesFromThePodsAnnotationAtTheHandoff(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "annotations")
+	o := &owner{s: settings{annotationsFile: file, drainMaxDuration: 10 * time.Minute}}
+	for _, tc := range []struct {
+		name, content string
+		want          time.Duration
+	}{
+		{"no annotation: the flag", `meshlift.io/active-slot="2"` + "\n", 10 * time.Minute},
+		{"the annotation overrides the flag", `meshlift.io/active-slot="2"` + "\n" + `meshlift.io/drain-max-duration="45m"` + "\n", 45 * time.Minute},
+		{"an invalid annotation is ignored", `meshlift.io/drain-max-duration="soon"` + "\n", 10 * time.Minute},
+		{"an unreadable file: the flag", "not an annotations file\n", 10 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(file, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got := o.drainBudget(logr.Discard()); got != tc.want {
+				t.Errorf("drainBudget() = %s, want %s", got, tc.want)
 			}
 		})
 	}

@@ -34,8 +34,11 @@ type owner struct {
 	// predecessor stays open for the life of the process: the idle old process learns from its
 	// closing that this one died and resumes accepting.
 	predecessor *handoff.Conn
-	// successor is the connection to the process that took the listeners over, while idle.
+	// successor is the connection to the process that took the listeners over, while retiring
+	// or idle.
 	successor *handoff.Conn
+	// retiring is the Retire that runs after a handoff until its connections end.
+	retiring *retirement
 	// ownUID is the UID a handoff peer must have (handoff.OwnUID()).
 	ownUID uint32
 
@@ -324,33 +327,109 @@ func (o *owner) offer(conn *handoff.Conn) bool {
 		return false
 	}
 	log := o.log.WithValues("peerVersion", hello.Version, "peerSlot", hello.Slot)
-	log.Info("The new process took over; draining")
+	budget := o.drainBudget(log)
+	log.Info("The new process took over; draining, then retiring", "drainBudget", budget.String())
 	o.proxy.StopAccepting()
 	o.state.SetRole(proxyadmin.RoleDraining)
-	drainCtx, cancel := context.WithTimeout(context.Background(), o.s.drainTimeout)
-	if err := o.proxy.Drain(drainCtx); err != nil {
-		log.Info("Drain timed out; closing what is left", "error", err.Error())
-	}
-	cancel()
-	if err := handoff.Drained(conn); err != nil {
-		log.Error(err, "Cannot report DRAINED")
-	}
-	o.state.SetRole(proxyadmin.RoleIdle)
-	o.handoffs.WithLabelValues("handed-off", "ok").Inc()
-	o.handoffDuration.WithLabelValues("handed-off").Observe(time.Since(started).Seconds())
-	log.Info("Drained; idle until the new process exits", "duration", time.Since(started).String())
 	o.successor = conn
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &retirement{cancel: cancel, done: make(chan struct{})}
+	o.retiring = r
+	go func() {
+		defer close(r.done)
+		err := o.proxy.Retire(ctx, proxy.RetireOptions{
+			DrainTimeout: o.s.drainTimeout,
+			MaxDuration:  budget,
+			Drained: func(left proxy.ConnectionCounts) {
+				if err := handoff.Drained(conn); err != nil {
+					log.Error(err, "Cannot report DRAINED")
+				}
+				o.handoffs.WithLabelValues("handed-off", "ok").Inc()
+				o.handoffDuration.WithLabelValues("handed-off").Observe(time.Since(started).Seconds())
+				if left.Total() == 0 {
+					return // Retire returns at once
+				}
+				o.state.SetRole(proxyadmin.RoleRetiring)
+				log.Info("Drained what could move; retiring with connections that cannot move without loss",
+					"connections", left.Total(), "byKind", left, "drainBudget", budget.String())
+			},
+		})
+		switch {
+		case ctx.Err() != nil:
+			return // resuming or stopping: whoever stopped us sets the role
+		case errors.Is(err, proxy.ErrDrainBudget):
+			log.Info("Drain budget ended; idle until the new process exits", "error", err.Error(),
+				"duration", time.Since(started).String())
+		default:
+			log.Info("Retired; idle until the new process exits", "duration", time.Since(started).String())
+		}
+		o.state.SetRole(proxyadmin.RoleIdle)
+	}()
 	return true
 }
 
-// predecessorOf waits while idle; it returns nil after resuming because the successor died, or
-// ctx's error.
+// retirement is a Retire running after a handoff.
+type retirement struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// stopRetiring stops a running Retire, leaving its connections served, and waits for it; false
+// when none was running (or it had ended).
+func (o *owner) stopRetiring() bool {
+	r := o.retiring
+	o.retiring = nil
+	if r == nil {
+		return false
+	}
+	select {
+	case <-r.done:
+		return false
+	default:
+	}
+	r.cancel()
+	<-r.done
+	return true
+}
+
+// drainBudget is the budget of the Retire after a handoff: the pod's
+// meshlift.io/drain-max-duration annotation when it has a valid one (read now, so the rollout
+// can set it on a running pod), else --drain-max-duration.
+func (o *owner) drainBudget(log logr.Logger) time.Duration {
+	if o.s.annotationsFile == "" {
+		return o.s.drainMaxDuration
+	}
+	data, err := os.ReadFile(o.s.annotationsFile)
+	if err != nil {
+		log.Error(err, "Cannot read the pod's annotations; using the default drain budget", "file", o.s.annotationsFile)
+		return o.s.drainMaxDuration
+	}
+	annotations, err := proxyconfig.ParseAnnotations(data)
+	if err != nil {
+		log.Error(err, "Cannot read the pod's annotations; using the default drain budget", "file", o.s.annotationsFile)
+		return o.s.drainMaxDuration
+	}
+	budget, ok, err := proxyconfig.DrainMaxDuration(annotations)
+	if err != nil {
+		log.Error(err, "Ignoring the pod's drain budget annotation", "annotation", proxyconfig.DrainMaxDurationAnnotation)
+	}
+	if !ok {
+		return o.s.drainMaxDuration
+	}
+	return budget
+}
+
+// predecessorOf waits while retiring or idle; it returns nil after resuming because the
+// successor died, or ctx's error.
 func (o *owner) predecessorOf(ctx context.Context) error {
 	conn := o.successor
 	o.successor = nil
 	defer func() { _ = conn.Close() }()
 	if err := conn.WaitPeerGone(ctx); err != nil && ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if o.stopRetiring() {
+		o.log.Info("The new process is gone while this one retires; serving the retiring connections on")
 	}
 	o.log.Info("The new process is gone; resuming on the listeners")
 	if err := o.proxy.ResumeAccepting(); err != nil {
@@ -365,6 +444,8 @@ func (o *owner) predecessorOf(ctx context.Context) error {
 // shutdown is the non-hot path (SIGTERM): stop accepting, drain, exit. An idle process has
 // nothing to drain.
 func (o *owner) shutdown() error {
+	// A retiring process being stopped (pod deletion) drains what it still serves like any other.
+	o.stopRetiring()
 	if o.state.Role() == proxyadmin.RoleIdle {
 		o.log.Info("Stopping while idle")
 		return nil

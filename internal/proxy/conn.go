@@ -24,6 +24,11 @@ type trackedConn struct {
 	dir    direction
 	closed atomic.Bool
 
+	// listener, accepted and kind describe the connection in the report of a cut (retire.go).
+	listener string
+	accepted time.Time
+	kind     atomic.Uint32 // a connKind, set once the connection is classified
+
 	// The HTTP/1 server's view (ConnState hook), for closing idle connections in a drain.
 	http1State atomic.Int32 // 0: not served by the HTTP/1 server; else http.ConnState+1
 	http1Since atomic.Int64 // Unix nanoseconds of the last change to StateNew or StateIdle
@@ -218,8 +223,8 @@ func (p *Proxy) newHTTPServers(g *generation, t *target) *httpServers {
 }
 
 // track adds an accepted connection; nil (and raw closed) once the generation is closed.
-func (g *generation) track(raw net.Conn, dir direction) *trackedConn {
-	c := &trackedConn{Conn: raw, gen: g, dir: dir}
+func (g *generation) track(raw net.Conn, dir direction, listener string) *trackedConn {
+	c := &trackedConn{Conn: raw, gen: g, dir: dir, listener: listener, accepted: time.Now()}
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -260,6 +265,11 @@ func (g *generation) count() int {
 // serveHTTP serves a classified connection: with the HTTP/1.1 fast path, or by handing it to the
 // target's HTTP/1 or HTTP/2 server.
 func (g *generation) serveHTTP(t *target, c net.Conn, h2 bool) {
+	kind := kindHTTP1
+	if h2 {
+		kind = kindHTTP2
+	}
+	setKind(c, kind)
 	if !h2 && t.route.fastHTTP1 {
 		g.serveHTTP1(t.route, c)
 		return

@@ -12,8 +12,11 @@
 //	listeners, err := p.Bind()         // or the sockets received in a handoff, by name
 //	p.Start(listeners)                 // names: InboundListener, OutboundListener(localPort)
 //	p.StopAccepting()                  // TAKEOVER received: the sockets stay open
-//	p.Drain(ctx)                       // then DRAINED
-//	p.ResumeAccepting()                // the new process died
+//	p.Retire(ctx, proxy.RetireOptions{ // HTTP/1 and HTTP/2 move to the new process; TCP,
+//		DrainTimeout: d, MaxDuration: budget, // upgraded and in-flight HTTP/2 stay until they end
+//		Drained: sendDRAINED})         // or the budget does (cut, logged, counted)
+//	p.ResumeAccepting()                // the new process died (after cancelling Retire's ctx)
+//	p.Drain(ctx)                       // SIGTERM: everything ends within ctx, then exit
 //	p.Close()
 //
 // Certificates, trust bundle and endpoints apply to new handshakes and requests; listeners and

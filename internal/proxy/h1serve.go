@@ -535,6 +535,7 @@ func (c *h1Conn) switchProtocols(u *h1Upstream) {
 		return
 	}
 	c.setState(http.StateHijacked)
+	setKind(c.conn, kindUpgraded)
 	_ = c.conn.SetReadDeadline(time.Time{})
 	// Bytes that came after either head are in the readers.
 	pipe(&bufferedConn{Conn: c.conn, r: c.br}, &bufferedConn{Conn: u.conn, r: u.br})

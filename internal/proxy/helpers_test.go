@@ -225,7 +225,9 @@ func newFixture(tb testing.TB) *fixture {
 func (f *fixture) newProxy(cfg proxyconfig.Config, opts Options, serviceAccount string) *Proxy {
 	f.tb.Helper()
 	opts.Namespace = testNamespace
-	opts.Logger = testLogger()
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = testLogger()
+	}
 	// Shorter than the defaults, in the same order: pools close idle connections before a
 	// draining peer would.
 	if opts.ProtocolDetectionTimeout == 0 {

@@ -271,6 +271,7 @@ func (rt *route) switchProtocols(w http.ResponseWriter, r *http.Request, res *ht
 		_ = upstream.Close()
 		return
 	}
+	setKind(conn, kindUpgraded)
 	// The client may have sent bytes after its request; they are in brw.Reader.
 	pipe(&bufferedConn{Conn: conn, r: brw.Reader}, upstream)
 }

@@ -44,6 +44,15 @@ type metrics struct {
 
 	connectionsVec       *prometheus.CounterVec
 	activeConnectionsVec *prometheus.GaugeVec
+
+	retiringVec    *prometheus.GaugeVec
+	retiring       [numKinds]prometheus.Gauge
+	connectionsCut *prometheus.CounterVec
+}
+
+// cut is the counter of connections of kind cut for reason.
+func (m *metrics) cut(reason string, kind connKind) prometheus.Counter {
+	return m.connectionsCut.WithLabelValues(reason, kind.String())
 }
 
 func newMetrics() *metrics {
@@ -89,6 +98,14 @@ func newMetrics() *metrics {
 			Name: "meshlift_proxy_unknown_sni_total",
 			Help: "Inbound TLS connections closed because their server name is not a port of this MeshService.",
 		}),
+		retiringVec: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshlift_proxy_retiring_connections",
+			Help: "Connections still served after a takeover or during a shutdown drain, by kind (http1, http2, tcp, upgraded, other).",
+		}, []string{"kind"}),
+		connectionsCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshlift_proxy_connections_cut_total",
+			Help: "Connections closed by the proxy while their clients still used them, by reason (drain_budget, drain_timeout) and kind.",
+		}, []string{"reason", "kind"}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meshlift_proxy_endpoints",
 			Help: "Endpoints known for each upstream cluster.",
@@ -98,13 +115,21 @@ func newMetrics() *metrics {
 		m.connections[d] = m.connectionsVec.WithLabelValues(d.String())
 		m.activeConnections[d] = m.activeConnectionsVec.WithLabelValues(d.String())
 	}
+	for k := range m.retiring {
+		m.retiring[k] = m.retiringVec.WithLabelValues(connKind(k).String())
+	}
+	for _, reason := range []string{CutReasonDrainBudget, CutReasonDrainTimeout} {
+		for k := range numKinds {
+			m.cut(reason, k)
+		}
+	}
 	return m
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.requestErrors, m.requestDuration, m.connectionsVec,
 		m.activeConnectionsVec, m.handshakeFailures, m.connectFailures, m.certificateExpiry,
-		m.plaintextRefused, m.unknownSNI, m.endpoints}
+		m.plaintextRefused, m.unknownSNI, m.endpoints, m.retiringVec, m.connectionsCut}
 }
 
 // targetStats are the per-request counters of one target, resolved once.

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -59,6 +58,9 @@ type Options struct {
 	PoolIdleTimeout time.Duration
 	// DrainTimeout bounds Drain when its context has no deadline (30s).
 	DrainTimeout time.Duration
+	// MaxCutLogs is how many cut connections a cut logs one by one; the rest are only counted
+	// in its summary line (1000).
+	MaxCutLogs int
 	// DrainIdleTimeout is how long, during a drain, an HTTP/1 keep-alive connection may stay idle
 	// before it is closed; a request it carries before then is answered with "Connection: close"
 	// (5s, longer than PoolIdleTimeout; negative: close idle connections at once). Closing an idle
@@ -87,6 +89,9 @@ func (o Options) withDefaults() (Options, error) {
 	setDuration(&o.IdleTimeout, 120*time.Second)
 	setDuration(&o.PoolIdleTimeout, 4*time.Second)
 	setDuration(&o.DrainTimeout, 30*time.Second)
+	if o.MaxCutLogs <= 0 {
+		o.MaxCutLogs = 1000
+	}
 	if o.DrainIdleTimeout == 0 {
 		o.DrainIdleTimeout = 5 * time.Second
 	} else if o.DrainIdleTimeout < 0 {
@@ -143,6 +148,12 @@ type Proxy struct {
 	listeners []*listener
 	gen       *generation              // serves connections accepted from now on
 	gens      map[*generation]struct{} // every generation not closed yet (draining ones)
+
+	// held is how many connections the proxy still serves in generations it no longer accepts
+	// for (RetiringConnections).
+	held atomic.Int64
+	// cutAtBudget counts the connections Retire cut at a drain budget's end.
+	cutAtBudget atomic.Int64
 }
 
 // listener is a listening socket the proxy accepts on.
@@ -522,63 +533,10 @@ func (p *Proxy) accept(g *generation, l *listener, stop <-chan struct{}, done ch
 			}
 		default:
 		}
-		if c := g.track(raw, dir); c != nil {
+		if c := g.track(raw, dir, l.name); c != nil {
 			go p.serveConn(c, l.target)
 		}
 	}
-}
-
-// Drain finishes the connections accepted so far, after stopping the accept loops (see
-// StopAccepting): HTTP/1 responses carry "Connection: close" and HTTP/1 connections idle for
-// DrainIdleTimeout close, HTTP/2 connections get a GOAWAY, in-flight requests complete, TCP
-// streams run until they end. It returns nil when no connection is left; when ctx ends first
-// (after DrainTimeout when ctx has no deadline), it closes the rest and says how many.
-// ResumeAccepting may run during or after a Drain: new connections get new servers.
-func (p *Proxy) Drain(ctx context.Context) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.opts.DrainTimeout)
-		defer cancel()
-	}
-	p.StopAccepting()
-	p.mu.Lock()
-	g := p.gen
-	if !p.accepting {
-		p.gen = nil
-	} else {
-		g = nil // resumed in between: nothing of ours to drain
-	}
-	p.mu.Unlock()
-	if g == nil {
-		return nil
-	}
-	start := time.Now()
-	p.log.Info("Draining connections", "connections", g.count())
-	ticker := time.NewTicker(drainTick)
-	defer ticker.Stop()
-	for {
-		g.drainStep(p.opts.DrainIdleTimeout)
-		if g.count() == 0 {
-			p.closeGeneration(g)
-			p.log.Info("Drained connections", "duration", time.Since(start))
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			closed := p.closeGeneration(g)
-			p.log.Info("Drain timed out: closed the remaining connections", "closed", closed, "duration", time.Since(start))
-			return fmt.Errorf("drain ended with %d connections open, closed them: %w", closed, ctx.Err())
-		case <-g.empty:
-		case <-ticker.C:
-		}
-	}
-}
-
-func (p *Proxy) closeGeneration(g *generation) int {
-	p.mu.Lock()
-	delete(p.gens, g)
-	p.mu.Unlock()
-	return g.close()
 }
 
 // Close stops accepting, closes the listeners (this process's copies of the sockets) and every

@@ -148,6 +148,7 @@ func (p *Proxy) pipeToApp(t *target, down net.Conn) {
 		_ = down.Close()
 		return
 	}
+	setKind(down, kindTCP)
 	pipe(down, up)
 }
 
@@ -164,6 +165,7 @@ func (p *Proxy) pipeToUpstream(t *target, down net.Conn) {
 		return
 	}
 	defer e.active.Add(-1)
+	setKind(down, kindTCP)
 	pipe(down, up)
 }
 

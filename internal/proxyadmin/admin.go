@@ -33,17 +33,25 @@ const (
 	RoleActive Role = "active"
 	// RoleDraining: handed the listeners over and finishes in-flight work.
 	RoleDraining Role = "draining"
+	// RoleRetiring: handed off and drained what could move; still serves connections that cannot
+	// be ended without loss (TCP streams, upgraded connections, HTTP/2 streams in flight) until
+	// they end or the drain budget does. Resumes accepting if the new process dies.
+	RoleRetiring Role = "retiring"
 	// RoleIdle: handed off and drained; resumes accepting if the new process dies.
 	RoleIdle Role = "idle"
 )
 
-var roles = []Role{RoleStarting, RoleWaiting, RoleActive, RoleDraining, RoleIdle}
+var roles = []Role{RoleStarting, RoleWaiting, RoleActive, RoleDraining, RoleRetiring, RoleIdle}
 
 // State is the admin view of one proxy process.
 type State struct {
 	mu             sync.Mutex
 	role           Role
 	hasCertificate bool
+	// held counts the connections a draining or retiring process still serves (nil: unknown).
+	held func() int
+	// cut counts the connections cut at the end of a drain budget (nil: unknown).
+	cut func() int
 
 	registry  *prometheus.Registry
 	roleGauge *prometheus.GaugeVec
@@ -93,6 +101,22 @@ func (s *State) Role() Role {
 	return s.role
 }
 
+// SetHeldConnections gives the count of connections a draining or retiring process still
+// serves, for /ready's body ("retiring: 120 connections").
+func (s *State) SetHeldConnections(held func() int) {
+	s.mu.Lock()
+	s.held = held
+	s.mu.Unlock()
+}
+
+// SetCutConnections gives the count of connections cut at the end of a drain budget, for the
+// body of /ready of an idle process ("idle; cut 120 connections at the drain budget").
+func (s *State) SetCutConnections(cut func() int) {
+	s.mu.Lock()
+	s.cut = cut
+	s.mu.Unlock()
+}
+
 // SetCertificate records whether the proxy holds a workload certificate.
 func (s *State) SetCertificate(has bool) {
 	s.mu.Lock()
@@ -111,8 +135,18 @@ func (s *State) Ready() (bool, string) {
 			return false, "active but without a workload certificate yet"
 		}
 		return true, "active"
-	case RoleDraining, RoleIdle:
+	case RoleDraining, RoleRetiring:
 		// The takeover happened: this slot did its part.
+		if s.held == nil {
+			return true, string(s.role)
+		}
+		return true, fmt.Sprintf("%s: %d connections", s.role, s.held())
+	case RoleIdle:
+		if s.cut != nil {
+			if n := s.cut(); n > 0 {
+				return true, fmt.Sprintf("%s; cut %d connections at the drain budget", s.role, n)
+			}
+		}
 		return true, string(s.role)
 	case RoleWaiting:
 		return false, "waiting to take over the listeners"

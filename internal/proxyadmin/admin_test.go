@@ -35,13 +35,17 @@ func TestReadyMeansHealthyInTheRole(t *testing.T) {
 		{"a proxy waiting to take over is not ready, so its slot's readiness marks the takeover", proxyadmin.RoleWaiting, true, 503, "waiting to take over"},
 		{"an active proxy without a certificate is not ready", proxyadmin.RoleActive, false, 503, "without a workload certificate"},
 		{"an active proxy with a certificate is ready", proxyadmin.RoleActive, true, 200, "ready: active"},
-		{"a draining proxy stays ready", proxyadmin.RoleDraining, true, 200, "ready: draining"},
+		{"a draining proxy stays ready", proxyadmin.RoleDraining, true, 200, "ready: draining: 7 connections"},
 		{"an idle proxy that handed off stays ready", proxyadmin.RoleIdle, false, 200, "ready: idle"},
+		{"a retiring proxy stays ready and says how many connections it holds", proxyadmin.RoleRetiring, true, 200, "ready: retiring: 7 connections"},
+		{"an idle proxy says how many connections it cut at a drain budget", proxyadmin.RoleIdle, false, 200, "ready: idle; cut 3 connections at the drain budget"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			state := proxyadmin.NewState("2.0.0", 2)
 			state.SetCertificate(tt.certificate)
+			state.SetHeldConnections(func() int { return 7 })
+			state.SetCutConnections(func() int { return 3 })
 			state.SetRole(tt.role)
 			code, body := get(t, state.Handler(), "/ready")
 			if code != tt.wantCode || !strings.Contains(body, tt.wantBody) {

@@ -3,6 +3,7 @@ package proxyconfig
 import (
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Limits on the downward-API annotations file, which the kubelet writes but whose content comes
@@ -53,4 +54,45 @@ func MayOwnListeners(slot int, annotations map[string]string) bool {
 		return true
 	}
 	return annotations[ActiveSlotAnnotation] == strconv.Itoa(slot)
+}
+
+// DrainMaxDurationAnnotation, when the pod carries it, is the drain budget of the pod's proxies:
+// how long a proxy that handed its listeners over keeps serving the connections that cannot move
+// without loss (TCP streams, upgraded connections, HTTP/2 streams in flight) before it cuts
+// them. A Go duration ("10m", "90s"). The proxy reads it from the downward-API annotations file
+// at the moment it hands off, so the rollout may set or change it on a running pod; it overrides
+// the --drain-max-duration flag.
+const DrainMaxDurationAnnotation = "meshlift.io/drain-max-duration"
+
+// DefaultDrainMaxDuration is the drain budget when neither the annotation nor the flag sets one:
+// Envoy's default drain time for a hot restart (--drain-time-s, 600 s), within its parent
+// shutdown time (--parent-shutdown-time-s, 900 s), after which Envoy's old process exits.
+const DefaultDrainMaxDuration = 10 * time.Minute
+
+// MaxDrainMaxDuration bounds a drain budget: a slot retiring for longer than a day holds its
+// resources (and the pod's upgrade) for no workload a day of waiting would help.
+const MaxDrainMaxDuration = 24 * time.Hour
+
+// ParseDrainMaxDuration reads a drain budget: a Go duration of at least 1s and at most
+// MaxDrainMaxDuration.
+func ParseDrainMaxDuration(value string) (time.Duration, error) {
+	d, err := time.ParseDuration(value)
+	if err != nil {
+		return 0, invalid("drain budget %q is not a duration such as 10m: %v", value, err)
+	}
+	if d < time.Second || d > MaxDrainMaxDuration {
+		return 0, invalid("drain budget %s is not from 1s to %s", d, MaxDrainMaxDuration)
+	}
+	return d, nil
+}
+
+// DrainMaxDuration is the pod's drain budget from its annotations: ok is false when the
+// annotation is absent, and err says why a present one is refused.
+func DrainMaxDuration(annotations map[string]string) (budget time.Duration, ok bool, err error) {
+	value, ok := annotations[DrainMaxDurationAnnotation]
+	if !ok {
+		return 0, false, nil
+	}
+	budget, err = ParseDrainMaxDuration(value)
+	return budget, err == nil, err
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshlift/meshlift/internal/proxyconfig"
 )
@@ -85,4 +86,33 @@ func FuzzParseAnnotations(f *testing.F) {
 			t.Fatalf("round trip of %v failed: %v, %v", annotations, again, err)
 		}
 	})
+}
+
+func TestDrainMaxDurationFromAnnotations(t *testing.T) {
+	tests := []struct {
+		name        string
+		annotations map[string]string
+		want        time.Duration
+		wantOK      bool
+		wantErr     bool
+	}{
+		{"absent: the flag's value applies", map[string]string{}, 0, false, false},
+		{"minutes", map[string]string{proxyconfig.DrainMaxDurationAnnotation: "15m"}, 15 * time.Minute, true, false},
+		{"seconds", map[string]string{proxyconfig.DrainMaxDurationAnnotation: "90s"}, 90 * time.Second, true, false},
+		{"not a duration is refused", map[string]string{proxyconfig.DrainMaxDurationAnnotation: "600"}, 0, false, true},
+		{"under a second is refused", map[string]string{proxyconfig.DrainMaxDurationAnnotation: "500ms"}, 0, false, true},
+		{"negative is refused", map[string]string{proxyconfig.DrainMaxDurationAnnotation: "-1m"}, 0, false, true},
+		{"over a day is refused", map[string]string{proxyconfig.DrainMaxDurationAnnotation: "25h"}, 0, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok, err := proxyconfig.DrainMaxDuration(tt.annotations)
+			if got != tt.want || ok != tt.wantOK || (err != nil) != tt.wantErr {
+				t.Errorf("DrainMaxDuration() = %s, %v, %v; want %s, %v, error %v", got, ok, err, tt.want, tt.wantOK, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, proxyconfig.ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+		})
+	}
 }
