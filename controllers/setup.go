@@ -23,6 +23,9 @@ type Options struct {
 	// ControlPlane, when set, makes InPlace upgrades wait for the control-plane replicas to
 	// acknowledge each drain (nil: they wait Rollout.DrainDuration).
 	ControlPlane *ControlPlaneReplicas
+	// RetireProber reads the old proxies of hot-upgraded pods (nil: HTTPRetireProber, which
+	// asks each slot's /ready at the pod's IP).
+	RetireProber RetireProber
 }
 
 // Setup registers the cache indexes and every controller with the manager. main.go and the
@@ -51,6 +54,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	plans := NewUpgradePlanReconciler(mgr.GetClient(), mgr.GetEventRecorder("meshlift-rollout"), rolloutOpts)
 	plans.ControlPlane = opts.ControlPlane
+	if opts.RetireProber != nil {
+		plans.Prober = opts.RetireProber
+	}
 	if opts.ControlPlane != nil {
 		// InPlace drains read EndpointSlices (drainInput): their informer starts and syncs with
 		// the manager, so that a plan does not wait for it and the operator's memory does not

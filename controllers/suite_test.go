@@ -53,7 +53,8 @@ func startManager(e *testenv.Env) (stop func(), err error) {
 	}
 	mesh.Set(authority)
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: "test.local", CA: mesh, ControlPlane: &controlPlane}); err != nil {
+	if err := controllers.Setup(ctx, mgr, controllers.Options{TrustDomain: "test.local", CA: mesh, ControlPlane: &controlPlane,
+		RetireProber: proxies.prober()}); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -60,6 +61,10 @@ type UpgradePlanReconciler struct {
 	// ControlPlane, when set, confirms InPlace drains with the control-plane replicas'
 	// acknowledgements; nil: an InPlace upgrade waits Options.DrainDuration instead.
 	ControlPlane *ControlPlaneReplicas
+	// Prober reads how many connections the old proxies of hot-upgraded pods still serve, so that
+	// their slots retire once those end (spec.drain.maxDuration); nil: old slots retire as soon as
+	// the health gate passes.
+	Prober RetireProber
 
 	// expectations are this process's writes to pods that the cache may not show yet.
 	expectations podExpectations
@@ -67,7 +72,7 @@ type UpgradePlanReconciler struct {
 
 // NewUpgradePlanReconciler returns a reconciler with the real clock.
 func NewUpgradePlanReconciler(c client.Client, recorder events.EventRecorder, opts rollout.Options) *UpgradePlanReconciler {
-	return &UpgradePlanReconciler{Client: c, Recorder: recorder, Options: opts, Clock: clock.RealClock{}}
+	return &UpgradePlanReconciler{Client: c, Recorder: recorder, Options: opts, Clock: clock.RealClock{}, Prober: HTTPRetireProber{}}
 }
 
 // expectationTimeout is how long an expectation of a pod that no plan lists any more is kept:
@@ -165,11 +170,11 @@ func (r *UpgradePlanReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, nil
 	}
 
-	governed, conflicts, err := r.meshServices(ctx, plan)
+	services, conflicts, err := r.meshServices(ctx, plan)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	pods, err := r.pods(ctx, plan.Namespace, governed)
+	pods, err := r.pods(ctx, plan.Namespace, slices.Sorted(maps.Keys(services)))
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -192,7 +197,8 @@ func (r *UpgradePlanReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res, err := rollout.Plan(rollout.Input{Plan: plan, Versions: byName, Pods: pods, Now: r.Clock.Now(), Options: r.Options, Drain: drain})
+	res, err := rollout.Plan(rollout.Input{Plan: plan, Versions: byName, Pods: pods, Now: r.Clock.Now(), Options: r.Options, Drain: drain,
+		Retiring: r.retireReports(ctx, plan, pods), MeshServices: services})
 	if errors.Is(err, rollout.ErrVersionNotFound) {
 		return ctrl.Result{}, r.reportTargetNotFound(ctx, plan, conflicts, err)
 	}
@@ -214,9 +220,9 @@ func (r *UpgradePlanReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	return ctrl.Result{RequeueAfter: res.RequeueAfter}, nil
 }
 
-// meshServices returns the names of the MeshServices the plan governs, and a message for each
-// one an older plan governs instead (those are left out).
-func (r *UpgradePlanReconciler) meshServices(ctx context.Context, plan *meshv1alpha1.UpgradePlan) ([]string, []string, error) {
+// meshServices returns the MeshServices the plan governs by name (the cache's objects: read
+// only), and a message for each one an older plan governs instead (those are left out).
+func (r *UpgradePlanReconciler) meshServices(ctx context.Context, plan *meshv1alpha1.UpgradePlan) (map[string]*meshv1alpha1.MeshService, []string, error) {
 	// Both lists are only read: no deep copies.
 	services := &meshv1alpha1.MeshServiceList{}
 	if err := r.List(ctx, services, client.InNamespace(plan.Namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -226,7 +232,8 @@ func (r *UpgradePlanReconciler) meshServices(ctx context.Context, plan *meshv1al
 	if err := r.List(ctx, plans, client.InNamespace(plan.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, fmt.Errorf("failed to list UpgradePlans: %w", err)
 	}
-	var governed, conflicts []string
+	var conflicts []string
+	governed := map[string]*meshv1alpha1.MeshService{}
 	for i := range services.Items {
 		ms := &services.Items[i]
 		if !versions.PlanSelects(plan, ms) {
@@ -237,7 +244,7 @@ func (r *UpgradePlanReconciler) meshServices(ctx context.Context, plan *meshv1al
 			conflicts = append(conflicts, fmt.Sprintf("MeshService %s is governed by the older UpgradePlan %s", ms.Name, owner[0].Name))
 			continue
 		}
-		governed = append(governed, ms.Name)
+		governed[ms.Name] = ms
 	}
 	return governed, conflicts, nil
 }
@@ -303,6 +310,10 @@ func (r *UpgradePlanReconciler) act(ctx context.Context, plan *meshv1alpha1.Upgr
 			r.Recorder.Eventf(plan, pod, corev1.EventTypeWarning, EventReasonPodFailed, string(action.Kind), "pod %s: %s", action.Pod.Name, action.Reason)
 		case rollout.ActionFinish:
 			finished = append(finished, action.Pod.Name)
+		}
+		if action.ConnectionsCut {
+			r.Recorder.Eventf(pod, plan, corev1.EventTypeWarning, EventReasonConnectionsCut, string(action.Kind),
+				"hot upgrade to %s: %s", plan.Spec.TargetVersion, action.Reason)
 		}
 		if action.DrainUnconfirmed {
 			r.Recorder.Eventf(plan, pod, corev1.EventTypeWarning, EventReasonDrainUnconfirmed, string(action.Kind), "pod %s: %s", action.Pod.Name, action.Reason)

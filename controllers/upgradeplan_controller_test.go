@@ -6,11 +6,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,6 +28,7 @@ import (
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/controllers"
 	"github.com/meshlift/meshlift/internal/podcache"
+	"github.com/meshlift/meshlift/internal/proxyadmin"
 	"github.com/meshlift/meshlift/internal/rollout"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
@@ -116,6 +119,9 @@ func (f *rolloutFixture) sync(t *testing.T, ready func(pod *corev1.Pod, containe
 			return out
 		}
 		pod.Status.Phase = corev1.PodRunning
+		if pod.Status.PodIP == "" {
+			pod.Status.PodIP = nextPodIP()
+		}
 		pod.Status.InitContainerStatuses = statuses(pod.Spec.InitContainers, pod.Status.InitContainerStatuses)
 		pod.Status.ContainerStatuses = statuses(pod.Spec.Containers, pod.Status.ContainerStatuses)
 		allReady := corev1.ConditionTrue
@@ -134,6 +140,15 @@ func (f *rolloutFixture) sync(t *testing.T, ready func(pod *corev1.Pod, containe
 			t.Fatal(err)
 		}
 	}
+}
+
+// podIPs numbers the pods of every test: each gets an IP of its own, which the suite's proxies
+// (proxies_test.go) tell apart.
+var podIPs atomic.Uint32
+
+func nextPodIP() string {
+	n := podIPs.Add(1)
+	return fmt.Sprintf("10.%d.%d.%d", 1+n>>16&0xff, n>>8&0xff, n&0xff)
 }
 
 func (f *rolloutFixture) list(t *testing.T) []corev1.Pod {
@@ -594,4 +609,97 @@ func TestAReconcileDoesNotCopyThePodsItOnlyReads(t *testing.T) {
 	if perPod > 10 {
 		t.Errorf("a reconcile allocates %.1f times per pod it reads: it copies them", perPod)
 	}
+}
+
+// TestAnOldProxyWithLongLivedConnectionsRetiresBeforeItsSlotIsReclaimed: web-0's old proxy still
+// serves connections after the takeover. The pod counts as upgraded at once (web-1 starts while
+// it retires), the status shows it retiring with its connections, its old slot keeps the old
+// image and resources until the proxy reports idle, and the connections it cut at its drain
+// budget become a Warning event on the pod.
+func TestAnOldProxyWithLongLivedConnectionsRetiresBeforeItsSlotIsReclaimed(t *testing.T) {
+	f := newRolloutFixture(t, "rollout-retire", 2, func(ms *meshv1alpha1.MeshService) {
+		ms.Spec.Drain = &meshv1alpha1.DrainSpec{MaxDuration: &metav1.Duration{Duration: 5 * time.Minute}}
+	})
+	ctx := context.Background()
+	pod0 := &corev1.Pod{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "web-0"}, pod0); err != nil {
+		t.Fatal(err)
+	}
+	held := atomic.Int64{}
+	held.Store(9)
+	old := proxyadmin.NewState("1.0.0", 1)
+	old.SetHeldConnections(func() int { return int(held.Load()) })
+	old.SetRole(proxyadmin.RoleRetiring)
+	proxies.set(fmt.Sprintf("%s:%d", pod0.Status.PodIP, sidecar.AdminPort(1)), old)
+
+	plan := gen.UpgradePlan("to-v2", f.to.Name, []string{"web"}, gen.UpgradePlanMeta(gen.SetNamespace(f.ns)))
+	if err := env.Client.Create(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 2*time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true })
+		p := f.plan(t, "to-v2")
+		web1 := ""
+		for _, pod := range f.list(t) {
+			if pod.Name == "web-1" {
+				web1 = sidecar.Version(&pod)
+			}
+		}
+		return p.Status.Counts.Retiring == 1 && p.Status.Counts.RetiringConnections == 9 && web1 == f.to.Name,
+			fmt.Sprintf("plan %s counts %+v, web-1 runs %s", p.Status.Phase, p.Status.Counts, web1)
+	})
+	p := f.plan(t, "to-v2")
+	if p.Status.Phase != meshv1alpha1.PhaseProgressing || p.Status.Counts.Updated < 1 {
+		t.Errorf("while web-0 retires the plan is %s with counts %+v: want Progressing with web-0 counted as updated", p.Status.Phase, p.Status.Counts)
+	}
+	var record *meshv1alpha1.PodUpgradeStatus
+	for i := range p.Status.Pods {
+		if p.Status.Pods[i].Pod == "web-0" {
+			record = &p.Status.Pods[i]
+		}
+	}
+	if record == nil || record.Phase != string(rollout.PodRetiring) || record.Connections == nil || *record.Connections != 9 {
+		t.Errorf("status record of web-0: %+v, want phase Retiring with 9 connections", record)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pod0), pod0); err != nil {
+		t.Fatal(err)
+	}
+	if got := sidecar.SlotImage(pod0, 1); got != f.from.Spec.Image {
+		t.Errorf("web-0's old slot runs %s while its proxy retires, want %s", got, f.from.Spec.Image)
+	}
+	if got := sidecar.Container(pod0, 1).Resources.Requests.Memory(); !got.Equal(resource.MustParse("32Mi")) {
+		t.Errorf("web-0's old slot has %v of memory while its proxy retires, want the version's 32Mi", got)
+	}
+	if got := pod0.Annotations["meshlift.io/drain-max-duration"]; got != "5m0s" {
+		t.Errorf("web-0's drain budget annotation is %q, want the MeshService's 5m0s", got)
+	}
+
+	// The budget ends: the old proxy cuts its connections and says so.
+	held.Store(0)
+	old.SetCutConnections(func() int { return 9 })
+	old.SetRole(proxyadmin.RoleIdle)
+	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		f.sync(t, func(*corev1.Pod, string) bool { return true })
+		p := f.plan(t, "to-v2")
+		return p.Status.Phase == meshv1alpha1.PhaseSucceeded, fmt.Sprintf("plan %s counts %+v", p.Status.Phase, p.Status.Counts)
+	})
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pod0), pod0); err != nil {
+		t.Fatal(err)
+	}
+	if got := sidecar.SlotImage(pod0, 1); got != f.to.Spec.IdleImage {
+		t.Errorf("web-0's old slot runs %s after its proxy retired, want the idle image %s", got, f.to.Spec.IdleImage)
+	}
+	testenv.Eventually(t, 30*time.Second, func(context.Context) (bool, string) {
+		list := &eventsv1.EventList{}
+		if err := env.Client.List(ctx, list, client.InNamespace(f.ns)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range list.Items {
+			if e.Reason == controllers.EventReasonConnectionsCut && e.Regarding.Name == "web-0" && e.Type == corev1.EventTypeWarning &&
+				strings.Contains(e.Note, "cut 9 connections") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events, none a ConnectionsCut warning about web-0's 9 connections", len(list.Items))
+	})
 }

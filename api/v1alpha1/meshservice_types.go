@@ -49,6 +49,12 @@ type MeshServiceSpec struct {
 	//
 	// +optional
 	Injection InjectionSpec `json:"injection,omitempty"`
+
+	// Drain sets the drain budget of this MeshService's pods during hot upgrades; it takes
+	// precedence over the SidecarVersion's spec.drain.
+	//
+	// +optional
+	Drain *DrainSpec `json:"drain,omitempty"`
 }
 
 // Protocol is the application protocol of a port.

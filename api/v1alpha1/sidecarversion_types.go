@@ -75,6 +75,27 @@ type SidecarVersionSpec struct {
 	//
 	// +optional
 	Default bool `json:"default,omitempty"`
+
+	// Drain tunes how a proxy of this version that handed its listeners over to a newer one
+	// retires. A MeshService's spec.drain takes precedence.
+	//
+	// +optional
+	Drain *DrainSpec `json:"drain,omitempty"`
+}
+
+// DrainSpec is the drain budget of a hot upgrade.
+type DrainSpec struct {
+	// MaxDuration is how long the old proxy of a hot-upgraded pod keeps serving the connections
+	// that cannot move to the new proxy without loss (raw TCP streams, upgraded connections such as
+	// WebSocket, HTTP/2 streams in flight) before it closes them. HTTP/1.1 and HTTP/2 clients are
+	// moved at the next request boundary whatever the budget. The pod counts as upgraded once the
+	// new proxy took over; its old slot keeps its image and resources ("retiring") until its last
+	// connection closes or the budget ends. From 1s to 24h; default 10m (Envoy's hot-restart drain
+	// time).
+	//
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.drain.maxDuration must be from 1s to 24h, e.g. 10m"
+	MaxDuration *metav1.Duration `json:"maxDuration,omitempty"`
 }
 
 // HotUpgradeSpec describes the hot-upgrade capability of a proxy build.

@@ -252,6 +252,15 @@ type UpgradeCounts struct {
 	Ready int32 `json:"ready"`
 	// Failed is the number of pods whose upgrade failed.
 	Failed int32 `json:"failed"`
+	// Retiring is the number of updated pods whose old proxy still serves connections that could
+	// not move without loss (spec.drain.maxDuration of the SidecarVersion or MeshService).
+	//
+	// +optional
+	Retiring int32 `json:"retiring,omitempty"`
+	// RetiringConnections is how many connections those old proxies held at their last report.
+	//
+	// +optional
+	RetiringConnections int32 `json:"retiringConnections,omitempty"`
 }
 
 // PodUpgradeStatus is the state of one pod's upgrade.
@@ -268,6 +277,11 @@ type PodUpgradeStatus struct {
 	//
 	// +optional
 	Reason string `json:"reason,omitempty"`
+	// Connections is, for a Retiring pod, how many connections its old proxy still served at its
+	// last report.
+	//
+	// +optional
+	Connections *int32 `json:"connections,omitempty"`
 	// LastTransitionTime is when Phase last changed.
 	//
 	// +optional
@@ -296,6 +310,7 @@ const (
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=`.status.counts.updated`
 // +kubebuilder:printcolumn:name="Total",type=integer,JSONPath=`.status.counts.total`
+// +kubebuilder:printcolumn:name="Retiring",type=integer,JSONPath=`.status.counts.retiring`,priority=1
 // +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.counts.failed`,priority=1
 // +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.paused`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -135,6 +135,8 @@ func TestEdgeCasesThatAreValid(t *testing.T) {
 		{"steps may end with the full count instead of 100%", validUpgradePlan,
 			[]mutation{set("spec.strategy.steps", list(object("partition", int64(1)), object("partition", int64(3)), object("partition", int64(10))))}},
 		{"maxUnavailable may be 100%", validUpgradePlan, []mutation{set("spec.strategy.maxUnavailable", "100%")}},
+		{"a drain budget may be from 1s to 24h", validSidecarVersion, []mutation{set("spec.drain.maxDuration", "24h")}},
+		{"a MeshService may set its own drain budget", validMeshService, []mutation{set("spec.drain.maxDuration", "1s")}},
 		{"an empty plan selector selects every MeshService", validUpgradePlan,
 			[]mutation{remove("spec.meshServices"), set("spec.selector", object())}},
 	}
@@ -174,6 +176,10 @@ func TestInvalidObjectsAreRejectedWithAMessageThatSaysWhatToFix(t *testing.T) {
 			[]mutation{set("spec.env", list(object("name", "CONFIG", "value", strings.Repeat("a", 4097))))}, "spec.env[].value must be at most 4096 characters"},
 		{"an env name longer than 256 characters", validSidecarVersion,
 			[]mutation{set("spec.env", list(object("name", strings.Repeat("A", 257), "value", "1")))}, "spec.env[].name must be at most 256 characters"},
+		{"a drain budget longer than a day", validSidecarVersion, []mutation{set("spec.drain.maxDuration", "25h")},
+			"spec.drain.maxDuration must be from 1s to 24h"},
+		{"a drain budget that is not a duration", validMeshService, []mutation{set("spec.drain.maxDuration", "ten minutes")},
+			"spec.drain.maxDuration"},
 		{"env that sets a MESHLIFT_ variable", validSidecarVersion,
 			[]mutation{set("spec.env", list(object("name", "MESHLIFT_SLOT", "value", "2")))}, "spec.env must not set MESHLIFT_* variables"},
 

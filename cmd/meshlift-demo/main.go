@@ -1,10 +1,13 @@
 // Command meshlift-demo is the application Meshlift's end-to-end tests and docs put into the
-// mesh. It owns two things: "serve", an HTTP/1.1 and h2c echo server that shuts down
-// gracefully, and "load", a bounded load generator that sends traffic to exactly one target and
-// reports every failed request by kind, so that a hot upgrade can be shown to drop nothing.
+// mesh. It owns three things: "serve", an HTTP/1.1 and h2c echo server that shuts down
+// gracefully (and, with --tcp-echo-listen, a TCP line echo), "load", a bounded load generator
+// that sends traffic to exactly one target and reports every failed request by kind, so that a
+// hot upgrade can be shown to drop nothing, and "streams", long-lived TCP connections that
+// report every one that broke, so that a hot upgrade can be shown to keep them.
 //
-//	meshlift-demo serve [--listen :8080] [--name NAME] [--version VERSION]
+//	meshlift-demo serve [--listen :8080] [--tcp-echo-listen :9000] [--name NAME] [--version VERSION]
 //	meshlift-demo load --target http://HOST:PORT/PATH [--rps 50] [--duration 10s] ...
+//	meshlift-demo streams --target HOST:PORT [--streams 4] [--interval 10ms] [--duration 30s] ...
 //
 // Without a subcommand (or when the first argument is a flag) it serves, so the image works
 // with or without "serve" as its command.
@@ -47,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runServe(ctx, args, stderr)
 	case "load":
 		return runLoad(ctx, args, stdout, stderr)
+	case "streams":
+		return runStreams(ctx, args, stdout, stderr)
 	case "version":
 		_, _ = fmt.Fprintln(stdout, buildinfo.Version)
 		return exitOK
@@ -66,6 +71,7 @@ func usage(w io.Writer) {
 Commands:
   serve     HTTP/1.1 and h2c echo server (the default)
   load      bounded load generator against one target
+  streams   long-lived TCP streams to a line echo server, reporting every one that broke
   version   print the version
   help      print this help
 

@@ -170,6 +170,7 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeo
 // serveOptions are the flags of "serve".
 type serveOptions struct {
 	listen          string
+	tcpEchoListen   string
 	name            string
 	version         string
 	shutdownTimeout time.Duration
@@ -181,6 +182,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var opts serveOptions
 	fs.StringVar(&opts.listen, "listen", ":8080", "Address to serve HTTP/1.1 and h2c on.")
+	fs.StringVar(&opts.tcpEchoListen, "tcp-echo-listen", "", "Address of a TCP line echo (each line is answered with itself), for long-lived stream tests; off when empty.")
 	fs.StringVar(&opts.name, "name", defaultName(), "Name in every answer (default: $POD_NAME, else the hostname).")
 	fs.StringVar(&opts.version, "version", buildinfo.Version, "Version in every answer.")
 	fs.DurationVar(&opts.shutdownTimeout, "shutdown-timeout", 10*time.Second, "How long in-flight requests may take to finish after SIGTERM.")
@@ -207,8 +209,28 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	echo := &echoServer{name: opts.name, version: opts.version, maxBodyBytes: opts.maxBodyBytes}
+	tcpEchoDone := make(chan error, 1)
+	tcpEchoCtx, stopTCPEcho := context.WithCancel(ctx)
+	defer stopTCPEcho()
+	if opts.tcpEchoListen != "" {
+		tcpLn, err := net.Listen("tcp", opts.tcpEchoListen)
+		if err != nil {
+			_ = ln.Close()
+			logger.Error("Failed to listen", "address", opts.tcpEchoListen, "error", err)
+			return exitFailure
+		}
+		logger.Info("Serving a TCP line echo", "address", tcpLn.Addr().String())
+		go func() { tcpEchoDone <- serveTCPEcho(tcpEchoCtx, tcpLn, logger) }()
+	} else {
+		tcpEchoDone <- nil
+	}
 	logger.Info("Serving HTTP/1.1 and h2c", "address", ln.Addr().String())
-	if err := serve(ctx, newHTTPServer(echo, logger), ln, opts.shutdownTimeout, logger); err != nil {
+	err = serve(ctx, newHTTPServer(echo, logger), ln, opts.shutdownTimeout, logger)
+	stopTCPEcho()
+	if echoErr := <-tcpEchoDone; echoErr != nil {
+		err = errors.Join(err, echoErr)
+	}
+	if err != nil {
 		logger.Error("Server failed", "error", err, "served", echo.served.Load(), "inFlight", echo.inFlight.Load())
 		return exitFailure
 	}

@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -225,4 +227,84 @@ func (s *State) routes() *http.ServeMux {
 	})
 	mux.Handle("GET /stats", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// Report is what a proxy's /ready says about it, as ParseReady reads it.
+type Report struct {
+	// Ready is whether /ready answered 200.
+	Ready bool
+	// Role is the role the body names ("" when a body that is not ready names none).
+	Role Role
+	// Connections is how many connections a draining or retiring process still serves (-1
+	// when the body does not say).
+	Connections int
+	// Cut is how many connections an idle process cut at the end of its drain budget.
+	Cut int
+}
+
+// MaxReadyBody bounds what ParseReady reads: /ready's body is one short line.
+const MaxReadyBody = 1024
+
+// ParseReady reads the answer of /ready: its status code and body, as Handler writes them
+// ("ready: retiring: 12 connections", "ready: idle; cut 3 connections at the drain budget",
+// "not ready: starting"). The body comes from the network (the rollout reads it from the pod's
+// IP), so anything it does not recognise is an error, never a guess.
+func ParseReady(status int, body string) (Report, error) {
+	if len(body) > MaxReadyBody {
+		return Report{}, fmt.Errorf("the /ready body is longer than %d bytes", MaxReadyBody)
+	}
+	line := strings.TrimSuffix(body, "\n")
+	switch status {
+	case http.StatusServiceUnavailable:
+		if !strings.HasPrefix(line, "not ready: ") {
+			return Report{}, fmt.Errorf("unexpected /ready body %q", truncate(line))
+		}
+		return Report{Connections: -1}, nil
+	case http.StatusOK:
+	default:
+		return Report{}, fmt.Errorf("/ready answered %d", status)
+	}
+	rest, ok := strings.CutPrefix(line, "ready: ")
+	if !ok {
+		return Report{}, fmt.Errorf("unexpected /ready body %q", truncate(line))
+	}
+	report := Report{Ready: true, Connections: -1}
+	role, detail, hasDetail := strings.Cut(rest, ": ")
+	if !hasDetail {
+		role, detail, hasDetail = strings.Cut(rest, "; ")
+	}
+	report.Role = Role(role)
+	if !slices.Contains(roles, report.Role) {
+		return Report{}, fmt.Errorf("unknown role in /ready body %q", truncate(line))
+	}
+	if !hasDetail {
+		if report.Role == RoleIdle {
+			report.Connections = 0
+		}
+		return report, nil
+	}
+	var n int
+	switch report.Role {
+	case RoleDraining, RoleRetiring:
+		if _, err := fmt.Sscanf(detail, "%d connections", &n); err != nil || n < 0 || detail != fmt.Sprintf("%d connections", n) {
+			return Report{}, fmt.Errorf("unexpected /ready body %q", truncate(line))
+		}
+		report.Connections = n
+	case RoleIdle:
+		if _, err := fmt.Sscanf(detail, "cut %d connections at the drain budget", &n); err != nil || n < 0 ||
+			detail != fmt.Sprintf("cut %d connections at the drain budget", n) {
+			return Report{}, fmt.Errorf("unexpected /ready body %q", truncate(line))
+		}
+		report.Connections, report.Cut = 0, n
+	default:
+		return Report{}, fmt.Errorf("unexpected /ready body %q", truncate(line))
+	}
+	return report, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
 }

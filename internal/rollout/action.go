@@ -25,6 +25,9 @@ const (
 	ActionSwapSlot ActionKind = "SwapSlot"
 	// ActionRecordReady records that the new proxy is ready (start of minReadySeconds).
 	ActionRecordReady ActionKind = "RecordReady"
+	// ActionStartRetiring records that the pod passed its health gate while its old proxy still
+	// serves connections: the old slot keeps its image and resources for now.
+	ActionStartRetiring ActionKind = "StartRetiring"
 	// ActionRetireSlot sets the old slot's image to the idle placeholder and resizes it down.
 	ActionRetireSlot ActionKind = "RetireSlot"
 	// ActionResizeSlotDown shrinks a slot to the idle resources.
@@ -97,6 +100,9 @@ type Action struct {
 	Evict bool
 	// Reason explains the action in words (for events and logs).
 	Reason string
+	// ConnectionsCut marks the retirement of an old proxy that closed connections at the end of
+	// its drain budget (or may have: it did not say): the controller warns about it on the pod.
+	ConnectionsCut bool
 	// DrainUnconfirmed marks an InPlace restart that goes ahead without a confirmed drain (the
 	// drain timeout passed): the controller warns about it.
 	DrainUnconfirmed bool

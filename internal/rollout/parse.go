@@ -144,8 +144,11 @@ func (r *reader) integer() (int64, error) {
 
 func (r *reader) field(s *PodState, key string) error {
 	if r.literal("null") {
-		if key == "readySince" {
+		switch key {
+		case "readySince":
 			s.ReadySince = nil
+		case "retireBy":
+			s.RetireBy = nil
 		}
 		return nil
 	}
@@ -201,7 +204,7 @@ func (r *reader) field(s *PodState, key string) error {
 		default:
 			return errors.New("expected true or false")
 		}
-	case "startedAt", "phaseSince", "readySince":
+	case "startedAt", "phaseSince", "readySince", "retireBy":
 		text, err := r.str()
 		if err != nil {
 			return err
@@ -222,6 +225,8 @@ func (r *reader) field(s *PodState, key string) error {
 			s.PhaseSince = t
 		case "readySince":
 			s.ReadySince = &t
+		case "retireBy":
+			s.RetireBy = &t
 		}
 	default:
 		return errors.New("unknown field")
@@ -231,7 +236,7 @@ func (r *reader) field(s *PodState, key string) error {
 
 // stateFields are the JSON keys of PodState, in the order of their bit in fieldBit.
 var stateFields = [...]string{"plan", "from", "to", "rollback", "strategy", "phase", "outcome", "slot", "fromSlot",
-	"fromImage", "idleImage", "toImage", "toIdleImage", "startedAt", "phaseSince", "readySince", "attempt", "reason"}
+	"fromImage", "idleImage", "toImage", "toIdleImage", "startedAt", "phaseSince", "readySince", "attempt", "reason", "retireBy"}
 
 // fieldBit is the bit of a known key, 0 for an unknown one.
 func fieldBit(key string) uint32 {

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/sidecar"
@@ -89,6 +90,28 @@ type Input struct {
 	// Drain is what confirms that an InPlace pod excluded from EDS is drained; nil: the upgrade
 	// waits Options.DrainDuration instead.
 	Drain *DrainInput
+	// Retiring are the reports of the old proxies of hot-upgraded pods past their takeover
+	// (phases Stabilizing and Retiring), by pod UID: what their /ready says. A pod without a
+	// report waits in Retiring until its drain budget ends. nil: nothing can read the proxies, and
+	// the old slot retires as soon as the health gate passes.
+	Retiring map[types.UID]RetireReport
+	// MeshServices are the plan's MeshServices by name; their spec.drain sets the drain budget of
+	// their pods (else the target SidecarVersion's).
+	MeshServices map[string]*meshv1alpha1.MeshService
+}
+
+// RetireReport is what the old proxy of a hot-upgraded pod says about itself.
+type RetireReport struct {
+	// Idle: the proxy serves no connection any more (it handed its listeners over and every
+	// connection it kept closed, or was cut at the drain budget).
+	Idle bool
+	// Connections is how many connections it still serves (0 when Idle).
+	Connections int32
+	// Cut is how many connections it cut at the end of its drain budget.
+	Cut int32
+	// Error says why no report could be read ("" when it was): the pod then waits for the end of
+	// its drain budget.
+	Error string
 }
 
 // DrainInput confirms InPlace drains. A pod is drained when every replica in Replicas wrote its
@@ -113,6 +136,9 @@ const (
 	ReasonCompleted             = "Completed"
 	ReasonCompletedWithFailures = "CompletedWithFailures"
 	ReasonWaiting               = "WaitingForPods"
+	// ReasonRetiring: every pod runs the target, and old proxies still serve long-lived
+	// connections within their drain budget.
+	ReasonRetiring = "WaitingForRetiringProxies"
 )
 
 // Reasons a pod is left out of the plan (Result.Ignored) or kept in it without being started
@@ -255,6 +281,7 @@ func (p *planner) run() error {
 	fleet := p.advanceAndSort(members)
 	fleet.unavailable += evicting
 	p.res.Counts.Updated, p.res.Counts.Ready, p.res.Counts.Failed = fleet.updated, fleet.ready, p.failed
+	p.res.Counts.Retiring, p.res.Counts.RetiringConnections = fleet.retiring, fleet.retiringConnections
 	p.res.InFlight = fleet.inFlight
 	budget, err := p.budget(fleet.unavailable)
 	if err != nil {
@@ -273,6 +300,10 @@ type census struct {
 	inFlight, unavailable int32
 	// updated run the target and are not in flight; ready are those with a ready proxy.
 	updated, ready int32
+	// retiring pods run the target (counted in updated) while their old proxy still serves
+	// connections; retiringConnections is how many, as last reported. settling pods run the
+	// target while their retired slot shrinks.
+	retiring, retiringConnections, settling int32
 	// walkedBack pods were walked back to the target (a target set back); rollbackFailed failed
 	// their walk back under failurePolicy Rollback.
 	walkedBack, rollbackFailed int32
@@ -394,6 +425,27 @@ func (p *planner) advanceAndSort(members []podInfo) census {
 			fleet.unavailable++
 			p.hold(pod, PodOwnedByOtherPlan, fmt.Sprintf("UpgradePlan %s is upgrading this pod", s.Plan))
 			continue
+		case s != nil && s.Active() && (s.Phase == PodRetiring || s.Phase == PodResizingDown) && info.failReason == "":
+			// The new proxy took over and passed the health gate: the pod is upgraded and holds
+			// no budget while its old proxy retires and its old slot shrinks, unless it is not
+			// Ready for another reason.
+			if s.Phase == PodRetiring {
+				fleet.retiring++
+				fleet.retiringConnections += p.in.Retiring[pod.UID].Connections
+			} else {
+				fleet.settling++
+			}
+			if !info.ready {
+				fleet.unavailable++
+			}
+			if sidecar.Version(pod) == target {
+				fleet.updated++
+				if sidecar.ProxyReady(pod) {
+					fleet.ready++
+				}
+			}
+			p.act(p.advanceInFlight(info, p.wanted(s), ""))
+			continue
 		case s != nil && s.Active():
 			fleet.inFlight++
 			fleet.unavailable++
@@ -485,7 +537,9 @@ func (p *planner) chooseRollback(fleet *census, budget int32) []*podInfo {
 	if !spec.Paused {
 		starts = fleet.rollbackCandidates[:min(int(budget), len(fleet.rollbackCandidates))]
 	}
-	left := int32(len(fleet.rollbackCandidates)) + fleet.inFlight
+	// Pods that passed the health gate and still retire or shrink their old slot walk back
+	// once that ends.
+	left := int32(len(fleet.rollbackCandidates)) + fleet.inFlight + fleet.retiring + fleet.settling
 	p.res.Message = fmt.Sprintf("%d pods failed, more than maxFailedPods %d: failurePolicy Rollback walks the upgraded pods back; %d to go, %d in flight",
 		p.failed, spec.MaxFailedPods, left-fleet.inFlight-int32(len(starts)), fleet.inFlight+int32(len(starts)))
 	if spec.Paused {
@@ -521,6 +575,9 @@ func (p *planner) chooseForward(fleet *census, budget int32) []*podInfo {
 		starts = fleet.candidates[:min(int(budget), int(need), len(fleet.candidates))]
 	}
 	progress := fmt.Sprintf("%d of %d pods run %s, %d in flight, %d failed", fleet.updated, total, target, fleet.inFlight+int32(len(starts)), p.failed)
+	if fleet.retiring > 0 {
+		progress += fmt.Sprintf("; %d old proxies retire with %d connections", fleet.retiring, fleet.retiringConnections)
+	}
 	switch {
 	case spec.Paused:
 		p.res.Phase, p.res.Reason = meshv1alpha1.PhasePaused, ReasonPaused
@@ -534,11 +591,14 @@ func (p *planner) chooseForward(fleet *census, budget int32) []*podInfo {
 			p.res.Phase, p.res.Reason = meshv1alpha1.PhaseRollingBack, ReasonRollingBack
 		}
 		p.res.Message = stepText + progress
-		if len(starts) == 0 && (len(fleet.candidates) > 0 || held) && fleet.inFlight == 0 {
+		switch {
+		case len(starts) == 0 && (len(fleet.candidates) > 0 || held) && fleet.inFlight == 0:
 			p.res.Reason = ReasonWaiting
+		case len(fleet.candidates) == 0 && fleet.inFlight == 0 && !held && fleet.retiring > 0:
+			p.res.Reason = ReasonRetiring
 		}
 	}
-	if len(fleet.candidates) == 0 && fleet.inFlight == 0 && !held {
+	if len(fleet.candidates) == 0 && fleet.inFlight == 0 && fleet.retiring == 0 && fleet.settling == 0 && !held {
 		p.complete(fleet)
 	}
 	return starts
@@ -732,6 +792,9 @@ func (p *planner) records(members []podInfo) {
 		}
 		record := meshv1alpha1.PodUpgradeStatus{Pod: members[i].pod.Name, From: s.From, To: s.To, Phase: string(s.Phase),
 			Reason: s.Reason, LastTransitionTime: &metav1.Time{Time: s.PhaseSince}}
+		if report, ok := p.in.Retiring[members[i].pod.UID]; ok && s.Phase == PodRetiring && report.Error == "" {
+			record.Connections = ptr.To(report.Connections)
+		}
 		switch {
 		case s.Active():
 			if why := p.waiting[members[i].pod.Name]; why != "" && next[members[i].pod.Name] == nil {

@@ -20,7 +20,8 @@ import (
 // plan runs one decision on the simulator's current pods without applying it.
 func (s *sim) planOnce() rollout.Result {
 	s.t.Helper()
-	res, err := rollout.Plan(rollout.Input{Plan: s.plan, Versions: s.versions, Pods: s.pods, Now: s.now, Options: s.opts, Drain: s.drain})
+	res, err := rollout.Plan(rollout.Input{Plan: s.plan, Versions: s.versions, Pods: s.pods, Now: s.now, Options: s.opts, Drain: s.drain,
+		Retiring: s.retiring(), MeshServices: map[string]*meshv1alpha1.MeshService{s.ms.Name: s.ms}})
 	if err != nil {
 		s.t.Fatalf("Plan: %v", err)
 	}
@@ -560,6 +561,12 @@ func TestPlanIsDeterministicAndDoesNotModifyItsInput(t *testing.T) {
 	s := newSim(t, testPlan(maxUnavailable(intstr.FromInt32(3))), 20, "proxy-v1")
 	s.failures["web-04"] = neverReady
 	s.advance(12)
+	for range 50 { // a moment at which the plan acts
+		if len(s.planOnce().Actions) > 0 {
+			break
+		}
+		s.advance(1)
+	}
 	before := make([]corev1.Pod, len(s.pods))
 	for i := range s.pods {
 		before[i] = *s.pods[i].DeepCopy()

@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/proxyconfig"
 	"github.com/meshlift/meshlift/internal/sidecar"
 )
 
@@ -126,6 +127,12 @@ func (p *planner) swapSlot(pod *corev1.Pod, s *PodState) (*Action, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The old proxy reads its drain budget from the pod when it hands over, right after this
+	// patch: the budget the MeshService or the target asks for goes with it.
+	budget := sidecar.DrainBudget(p.in.MeshServices[pod.Annotations[meshv1alpha1.AnnotationMeshService]], p.in.Versions[s.To])
+	if budget != "" && pod.Annotations[proxyconfig.DrainMaxDurationAnnotation] != budget {
+		annotations = append(annotations, AnnotationChange{Key: proxyconfig.DrainMaxDurationAnnotation, Value: budget})
+	}
 	next := p.enter(s, PodWaitingReady)
 	p.wake(s.StartedAt.Add(p.deadline))
 	return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionSwapSlot, State: next, Images: images, Annotations: annotations,
@@ -143,7 +150,9 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 	if failReason != "" {
 		return p.revert(pod, s, PodFailed, failReason)
 	}
-	if !wanted && s.Phase != PodResizingDown {
+	if !wanted && s.Phase != PodResizingDown && s.Phase != PodRetiring {
+		// The new proxy took over already: the old slot retires and shrinks as it would have,
+		// and the pod starts again from there if the plan wants it elsewhere.
 		return p.revert(pod, s, PodAborted, fmt.Sprintf("the plan no longer moves pods to %s", s.To))
 	}
 	switch s.Phase {
@@ -209,6 +218,8 @@ func (p *planner) advanceInFlight(info *podInfo, wanted bool, failReason string)
 			return nil
 		}
 		return p.finishReady(pod, s)
+	case PodRetiring:
+		return p.retire(pod, s)
 	case PodResizingDown:
 		return p.shrinkRetiredSlot(pod, s)
 	case PodEvicting:
@@ -303,13 +314,73 @@ func (p *planner) drained(pod *corev1.Pod, s *PodState) (drained, confirmed bool
 	return true, false, fmt.Sprintf("the drain was not confirmed within %s (waiting for %s)", limit, strings.Join(waiting, ", "))
 }
 
-// finishReady ends the health gate: the old slot retires (HotUpgrade) or the pod returns to the
-// endpoints (InPlace).
+// finishReady ends the health gate: the old slot retires (HotUpgrade) once its proxy serves no
+// connection any more, or the pod returns to the endpoints (InPlace).
 func (p *planner) finishReady(pod *corev1.Pod, s *PodState) *Action {
 	if s.Strategy == meshv1alpha1.StrategyInPlace {
 		return p.restore(pod, p.enter(s, PodSucceeded), ActionRestore, "the new proxy passed the health gate")
 	}
-	action := &Action{Pod: key(pod), UID: pod.UID, Kind: ActionRetireSlot, Reason: "the new proxy passed the health gate",
+	if report, ok := p.in.Retiring[pod.UID]; p.in.Retiring != nil && (!ok || !report.Idle) {
+		budget := proxyconfig.DefaultDrainMaxDuration
+		if d, ok, _ := proxyconfig.DrainMaxDuration(pod.Annotations); ok {
+			budget = d
+		}
+		next := p.enter(s, PodRetiring)
+		next.RetireBy = ptr.To(p.now.Add(budget + RetireGrace))
+		p.wake(p.now.Add(RetirePoll))
+		reason := "the new proxy passed the health gate; the old proxy still serves connections that cannot move without loss"
+		if !ok || report.Error != "" {
+			reason = "the new proxy passed the health gate; the old proxy's connections are not known yet"
+		}
+		return &Action{Pod: key(pod), UID: pod.UID, Kind: ActionStartRetiring, State: next,
+			Reason: fmt.Sprintf("%s; its slot retires when they end or after its drain budget (%s)", reason, budget)}
+	}
+	return p.retireSlot(pod, s, "the new proxy passed the health gate", 0)
+}
+
+// RetirePoll is how often the old proxy of a Retiring pod is asked how many connections it
+// still serves; RetireGrace is how long past its drain budget its slot waits for the proxy to
+// say it cut them (the budget counts from the takeover, which is earlier than the health gate's
+// end, so the proxy's own deadline comes first).
+const (
+	RetirePoll  = 5 * time.Second
+	RetireGrace = 30 * time.Second
+)
+
+// retire decides about a Retiring pod: its old slot retires once the old proxy serves no
+// connection, or has stopped running, or the drain budget and its grace passed.
+func (p *planner) retire(pod *corev1.Pod, s *PodState) *Action {
+	report, ok := p.in.Retiring[pod.UID]
+	switch {
+	case p.in.Retiring == nil:
+		return p.retireSlot(pod, s, "the old proxy's connections cannot be read", 0)
+	case !slotRunningImage(pod, s.FromSlot, s.FromImage):
+		return p.retireSlot(pod, s, "the old proxy is not running any more", 0)
+	case ok && report.Idle && report.Cut > 0:
+		return p.retireSlot(pod, s, fmt.Sprintf("the old proxy cut %d connections at the end of its drain budget", report.Cut), report.Cut)
+	case ok && report.Idle:
+		return p.retireSlot(pod, s, "the old proxy's last connection closed", 0)
+	case !p.now.Before(*s.RetireBy):
+		why := fmt.Sprintf("the old proxy still served %d connections when its drain budget and %s of grace ended", report.Connections, RetireGrace)
+		if !ok || report.Error != "" {
+			why = fmt.Sprintf("the old proxy's connections could not be read (%s) until its drain budget and %s of grace ended", cmp.Or(report.Error, "no report"), RetireGrace)
+		}
+		action := p.retireSlot(pod, s, why, 0)
+		action.ConnectionsCut = true
+		return action
+	}
+	if ok && report.Error != "" {
+		p.waitFor(pod, "cannot read the old proxy's /ready: "+report.Error)
+	}
+	p.wake(p.now.Add(RetirePoll))
+	p.wake(*s.RetireBy)
+	return nil
+}
+
+// retireSlot gives the old slot the idle image and resources: its proxy stops. cut is how many
+// connections the proxy reported cut at its drain budget.
+func (p *planner) retireSlot(pod *corev1.Pod, s *PodState, reason string, cut int32) *Action {
+	action := &Action{Pod: key(pod), UID: pod.UID, Kind: ActionRetireSlot, Reason: reason, ConnectionsCut: cut > 0,
 		Images: []ImageChange{{Slot: s.FromSlot, Container: sidecar.SlotContainerName(s.FromSlot), Image: s.ToIdleImage}}}
 	if p.opts.FullIdleResources {
 		action.State = p.enter(s, PodSucceeded)
@@ -363,6 +434,12 @@ func (p *planner) failure(info *podInfo) string {
 			}
 			return fmt.Sprintf("the new proxy was not ready within progressDeadlineSeconds (%s, phase %s)", p.deadline, s.Phase)
 		}
+	case PodRetiring:
+		// The pod passed its health gate: only a new proxy that cannot run any more fails it
+		// (the old one resumed serving), not one that is not ready for a moment.
+		if reason := fatalContainerReason(pod, s.Slot); reason != "" {
+			return fmt.Sprintf("container %s is %s while the old proxy retired", sidecar.SlotContainerName(s.Slot), reason)
+		}
 	case PodStabilizing:
 		if reason := fatalContainerReason(pod, s.Slot); reason != "" {
 			return fmt.Sprintf("container %s is %s after it became ready", sidecar.SlotContainerName(s.Slot), reason)
@@ -391,7 +468,7 @@ func (p *planner) revert(pod *corev1.Pod, s *PodState, outcome PodPhase, reason 
 
 	switch s.Strategy {
 	case meshv1alpha1.StrategyHotUpgrade:
-		swapped := s.Phase == PodWaitingReady || s.Phase == PodStabilizing
+		swapped := s.Phase == PodWaitingReady || s.Phase == PodStabilizing || s.Phase == PodRetiring
 		action := p.revertSlots(pod, s, swapped)
 		action.Reason = reason
 		if action.Resize != nil {
@@ -476,6 +553,9 @@ func (p *planner) enter(s *PodState, phase PodPhase) *PodState {
 	if phase != PodReverting {
 		next.Outcome = ""
 	}
+	if phase != PodRetiring {
+		next.RetireBy = nil
+	}
 	return &next
 }
 
@@ -521,6 +601,12 @@ func slotsOnly(pod *corev1.Pod) *corev1.Pod {
 func slotReady(pod *corev1.Pod, slot int, image string) bool {
 	status := containerStatus(pod, sidecar.SlotContainerName(slot))
 	return status != nil && status.Ready && status.State.Running != nil && sameImage(status.Image, image)
+}
+
+// slotRunningImage reports whether slot's container runs image (ready or not).
+func slotRunningImage(pod *corev1.Pod, slot int, image string) bool {
+	status := containerStatus(pod, sidecar.SlotContainerName(slot))
+	return status != nil && status.State.Running != nil && sameImage(status.Image, image)
 }
 
 func fatalContainerReason(pod *corev1.Pod, slot int) string {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
@@ -84,6 +85,22 @@ func randomSim(t testing.TB, seed int) *sim {
 				if rng.IntN(8) == 0 {
 					from := t0.Add(time.Duration(rng.IntN(60)) * time.Second)
 					s.unready[name] = [2]time.Time{from, from.Add(time.Duration(1+rng.IntN(40)) * time.Second)}
+				}
+			}
+			if rng.IntN(2) == 0 {
+				// Old proxies that keep long-lived connections after the takeover, some past a
+				// short drain budget, some whose /ready cannot be read.
+				s.holds, s.unreadable = map[string]time.Duration{}, map[string]bool{}
+				if rng.IntN(2) == 0 {
+					s.ms.Spec.Drain = &meshv1alpha1.DrainSpec{MaxDuration: &metav1.Duration{Duration: time.Duration(5+rng.IntN(60)) * time.Second}}
+				}
+				for i := range s.pods {
+					switch rng.IntN(6) {
+					case 0:
+						s.holds[s.pods[i].Name] = time.Duration(rng.IntN(120)) * time.Second
+					case 1:
+						s.unreadable[s.pods[i].Name] = rng.IntN(3) == 0
+					}
 				}
 			}
 			for range rng.IntN(4) {

@@ -81,6 +81,48 @@ type sim struct {
 	checks     func(*sim, rollout.Result)
 	// drain is Input.Drain.
 	drain *rollout.DrainInput
+	// holds, when set, plays the old proxies of hot-upgraded pods (Input.Retiring): pod name ->
+	// how long after the takeover its last long-lived connection closes (0: at once), cut at the
+	// pod's drain budget; unreadable pods' /ready cannot be read.
+	holds      map[string]time.Duration
+	unreadable map[string]bool
+}
+
+// heldConnections is how many long-lived connections a holding old proxy reports.
+const heldConnections = 12
+
+// retiring is Input.Retiring: what the old proxies of the pods past their takeover report.
+func (s *sim) retiring() map[types.UID]rollout.RetireReport {
+	if s.holds == nil {
+		return nil
+	}
+	out := map[types.UID]rollout.RetireReport{}
+	for i := range s.pods {
+		pod := &s.pods[i]
+		state := podState(pod)
+		if state == nil || state.Strategy != meshv1alpha1.StrategyHotUpgrade || state.ReadySince == nil ||
+			(state.Phase != rollout.PodStabilizing && state.Phase != rollout.PodRetiring) {
+			continue
+		}
+		if s.unreadable[pod.Name] {
+			out[pod.UID] = rollout.RetireReport{Error: "dial tcp 10.0.0.1:15000: connect: connection refused"}
+			continue
+		}
+		budget := 10 * time.Minute
+		if value := pod.Annotations["meshlift.io/drain-max-duration"]; value != "" {
+			budget, _ = time.ParseDuration(value)
+		}
+		held := s.now.Sub(*state.ReadySince)
+		switch hold := s.holds[pod.Name]; {
+		case held >= hold:
+			out[pod.UID] = rollout.RetireReport{Idle: true}
+		case held >= budget:
+			out[pod.UID] = rollout.RetireReport{Idle: true, Cut: heldConnections}
+		default:
+			out[pod.UID] = rollout.RetireReport{Connections: heldConnections}
+		}
+	}
+	return out
 }
 
 func newSim(t testing.TB, plan *meshv1alpha1.UpgradePlan, pods int, from string) *sim {
@@ -195,7 +237,8 @@ func (s *sim) hooksAfter(second int) bool {
 
 func (s *sim) decide() rollout.Result {
 	s.t.Helper()
-	res, err := rollout.Plan(rollout.Input{Plan: s.plan, Versions: s.versions, Pods: s.pods, Now: s.now, Options: s.opts, Drain: s.drain})
+	res, err := rollout.Plan(rollout.Input{Plan: s.plan, Versions: s.versions, Pods: s.pods, Now: s.now, Options: s.opts, Drain: s.drain,
+		Retiring: s.retiring(), MeshServices: map[string]*meshv1alpha1.MeshService{s.ms.Name: s.ms}})
 	if err != nil {
 		s.t.Fatalf("Plan: %v", err)
 	}
@@ -388,10 +431,13 @@ func (s *sim) checkBudget(res rollout.Result) {
 		if !sidecar.IsInjected(pod) {
 			continue
 		}
-		if active {
+		// A pod past its takeover (its old slot retires or shrinks) runs the target and holds no
+		// budget.
+		holds := active && state.Phase != rollout.PodRetiring && state.Phase != rollout.PodResizingDown
+		if holds {
 			inFlight++
 		}
-		if active || !sidecar.PodReady(pod) {
+		if holds || !sidecar.PodReady(pod) {
 			unavailable++
 		}
 	}
@@ -474,6 +520,9 @@ func (s *sim) logDecision(res rollout.Result) {
 	fmt.Fprintf(&s.log, "t=%-5s %-11s step=%d total=%d updated=%d ready=%d inflight=%d failed=%d unavailable=%d/%d held=%d ignored=%d\n",
 		fmt.Sprintf("%ds", int(s.now.Sub(t0).Seconds())), res.Phase, res.CurrentStep, res.Counts.Total, res.Counts.Updated, res.Counts.Ready,
 		res.InFlight, res.Counts.Failed, res.Unavailable, res.MaxUnavailable, len(res.Held), len(res.Ignored))
+	if res.Counts.Retiring > 0 {
+		fmt.Fprintf(&s.log, "        retiring=%d connections=%d\n", res.Counts.Retiring, res.Counts.RetiringConnections)
+	}
 	if headline != s.last {
 		fmt.Fprintf(&s.log, "        %s: %s\n", res.Reason, res.Message)
 		s.last = headline

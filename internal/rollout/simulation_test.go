@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -223,6 +224,55 @@ func TestSimulationMixedFleet(t *testing.T) {
 		t.Errorf("cold-0 runs %s, want proxy-v2 (InPlace)", got)
 	}
 	golden(t, "mixed-fleet", s.log.String())
+}
+
+// TestSimulationRetiringOldProxies plays old proxies that keep long-lived connections after the
+// takeover: their pods count as upgraded at once (the next pods start while they retire), the old
+// slot keeps its image and resources until the last connection closed, the drain budget cuts
+// what outlives it (the action says so), an old proxy whose /ready cannot be read retires at the
+// budget's end plus the grace, and the plan completes only once every old slot retired.
+func TestSimulationRetiringOldProxies(t *testing.T) {
+	plan := testPlan(maxUnavailable(intstr.FromInt32(2)))
+	s := newSim(t, plan, 6, "proxy-v1")
+	s.ms.Spec.Drain = &meshv1alpha1.DrainSpec{MaxDuration: &metav1.Duration{Duration: 40 * time.Second}}
+	s.verbose = true
+	s.holds = map[string]time.Duration{"web-0": 25 * time.Second, "web-1": 90 * time.Second, "web-3": 15 * time.Second}
+	s.unreadable = map[string]bool{"web-4": true}
+	var cut []string
+	var sawRetiringWhileStarting bool
+	s.checks = func(s *sim, res rollout.Result) {
+		starts := false
+		for _, a := range res.Actions {
+			if a.ConnectionsCut {
+				cut = append(cut, a.Pod.Name)
+			}
+			if a.Kind == rollout.ActionResizeSlotUp || a.Kind == rollout.ActionSwapSlot {
+				starts = starts || a.State != nil && a.State.StartedAt.Equal(a.State.PhaseSince)
+			}
+			if a.Kind == rollout.ActionSwapSlot && a.Pod.Name == "web-2" {
+				if got := s.pod("web-2").Annotations["meshlift.io/drain-max-duration"]; got != "40s" {
+					t.Errorf("web-2's drain budget annotation is %q after its slot swap, want the MeshService's 40s", got)
+				}
+			}
+		}
+		sawRetiringWhileStarting = sawRetiringWhileStarting || starts && res.Counts.Retiring > 0
+		for _, r := range res.Pods {
+			if r.Phase == string(rollout.PodRetiring) && r.Pod != "web-4" && (r.Connections == nil || *r.Connections != heldConnections) {
+				t.Errorf("status record of %s: connections %v, want %d", r.Pod, r.Connections, heldConnections)
+			}
+		}
+	}
+	res := s.run(600)
+	if res.Phase != meshv1alpha1.PhaseSucceeded {
+		t.Errorf("phase %s, want Succeeded: %s", res.Phase, res.Message)
+	}
+	if !sawRetiringWhileStarting {
+		t.Error("no pod started while another retired: retiring pods must not hold the budget")
+	}
+	if want := []string{"web-1", "web-4"}; !slices.Equal(cut, want) {
+		t.Errorf("retirements that cut connections: %v, want %v", cut, want)
+	}
+	golden(t, "retiring", s.log.String())
 }
 
 func removePod(pods []corev1.Pod, name string) []corev1.Pod {

@@ -25,6 +25,11 @@ const (
 	PodWaitingReady PodPhase = "WaitingReady"
 	// PodStabilizing waits until the new proxy has been ready for minReadySeconds.
 	PodStabilizing PodPhase = "Stabilizing"
+	// PodRetiring: the new proxy took over and passed the health gate (the pod counts as
+	// updated and no longer holds the availability budget), while the old proxy still serves the
+	// connections that could not move without loss (HotUpgrade). The old slot keeps its image
+	// and resources until its last connection closed or its drain budget ended.
+	PodRetiring PodPhase = "Retiring"
 	// PodResizingDown waits for the retired slot to shrink to the idle resources (HotUpgrade).
 	PodResizingDown PodPhase = "ResizingDown"
 	// PodEvicting waits for the evicted pod to terminate (Recreate).
@@ -46,7 +51,7 @@ func (p PodPhase) Terminal() bool {
 }
 
 var knownPhases = map[PodPhase]bool{
-	PodResizingUp: true, PodDraining: true, PodWaitingReady: true, PodStabilizing: true, PodResizingDown: true,
+	PodResizingUp: true, PodDraining: true, PodWaitingReady: true, PodStabilizing: true, PodRetiring: true, PodResizingDown: true,
 	PodEvicting: true, PodReverting: true, PodSucceeded: true, PodFailed: true, PodAborted: true,
 }
 
@@ -89,6 +94,9 @@ type PodState struct {
 	PhaseSince time.Time `json:"phaseSince"`
 	// ReadySince is when the new proxy was first seen ready (minReadySeconds counts from it).
 	ReadySince *time.Time `json:"readySince,omitempty"`
+	// RetireBy is when a Retiring pod's old slot retires whatever its proxy reports: its drain
+	// budget plus a grace period, counted from the end of the health gate.
+	RetireBy *time.Time `json:"retireBy,omitempty"`
 	// Attempt counts the upgrades of this pod to To by this plan (1 for the first).
 	Attempt int32 `json:"attempt"`
 	// Reason says why the pod failed or was aborted, or what did not go as planned in an upgrade
@@ -212,6 +220,14 @@ func (s *PodState) validate() error {
 	}
 	if s.Phase == PodStabilizing && s.ReadySince == nil {
 		return bad("phase Stabilizing needs readySince")
+	}
+	switch {
+	case s.Phase == PodRetiring && s.Strategy != meshv1alpha1.StrategyHotUpgrade:
+		return bad("phase Retiring is a hot-upgrade phase")
+	case s.Phase == PodRetiring && (s.RetireBy == nil || !validTime(*s.RetireBy) || s.RetireBy.Before(s.PhaseSince)):
+		return bad("phase Retiring needs retireBy, not before phaseSince")
+	case s.Phase != PodRetiring && s.RetireBy != nil:
+		return bad("retireBy outside phase Retiring")
 	}
 	if s.Attempt < 1 || s.Attempt > 1000 {
 		return bad("attempt %d out of 1..1000", s.Attempt)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/proxyconfig"
 )
 
 // The pod contract (ARCHITECTURE.md section 4). The proxy reads the same paths.
@@ -197,8 +198,37 @@ func Inject(pod *corev1.Pod, ms *meshv1alpha1.MeshService, version *meshv1alpha1
 	if hot {
 		out.Annotations[meshv1alpha1.AnnotationActiveSlot] = "1"
 	}
+	if budget := DrainBudget(ms, version); budget != "" {
+		out.Annotations[proxyconfig.DrainMaxDurationAnnotation] = budget
+	}
 	out.Annotations[meshv1alpha1.AnnotationInjectionHash] = injectionHash(ms, version, opts)
 	return Result{Pod: out}
+}
+
+// DrainBudget is the value of the meshlift.io/drain-max-duration annotation for pods of ms
+// running version: the MeshService's spec.drain.maxDuration, else the SidecarVersion's, else ""
+// (the pod keeps an annotation of its own, or the proxy's default applies).
+func DrainBudget(ms *meshv1alpha1.MeshService, version *meshv1alpha1.SidecarVersion) string {
+	for _, drain := range []*meshv1alpha1.DrainSpec{msDrain(ms), versionDrain(version)} {
+		if drain != nil && drain.MaxDuration != nil {
+			return drain.MaxDuration.Duration.String()
+		}
+	}
+	return ""
+}
+
+func msDrain(ms *meshv1alpha1.MeshService) *meshv1alpha1.DrainSpec {
+	if ms == nil {
+		return nil
+	}
+	return ms.Spec.Drain
+}
+
+func versionDrain(version *meshv1alpha1.SidecarVersion) *meshv1alpha1.DrainSpec {
+	if version == nil {
+		return nil
+	}
+	return version.Spec.Drain
 }
 
 // Precheck says whether a pod must be left alone, before any version is looked at: it opted out,

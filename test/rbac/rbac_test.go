@@ -87,7 +87,12 @@ func TestTheCertManagerInstallsRolesAreExactlyWhatTheOperatorUses(t *testing.T) 
 	v2 := gen.SidecarVersion("v2", "2.0.0", withResources)
 	for _, obj := range []client.Object{v1, v2,
 		gen.MeshService("web", gen.PinVersion(v1.Name), gen.MeshServiceMeta(gen.SetNamespace(ns.Name)),
-			func(ms *meshv1alpha1.MeshService) { ms.Spec.Injection.ProxyReadinessGate = true }),
+			func(ms *meshv1alpha1.MeshService) {
+				ms.Spec.Injection.ProxyReadinessGate = true
+				// envtest runs no proxy that could answer /ready: the old slots retire once
+				// this budget and its grace (rollout.RetireGrace) end.
+				ms.Spec.Drain = &meshv1alpha1.DrainSpec{MaxDuration: &metav1.Duration{Duration: time.Second}}
+			}),
 	} {
 		if err := c.client.Create(ctx, obj); err != nil {
 			t.Fatal(err)

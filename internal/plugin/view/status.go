@@ -92,6 +92,10 @@ type Progress struct {
 	Ready    int32 `json:"ready"`
 	Failed   int32 `json:"failed"`
 	InFlight int32 `json:"inFlight"`
+	// Retiring pods run the target while their old proxy still serves long-lived connections
+	// (RetiringConnections of them, as last reported).
+	Retiring            int32 `json:"retiring,omitempty"`
+	RetiringConnections int32 `json:"retiringConnections,omitempty"`
 }
 
 // Condition is a condition that is not healthy.
@@ -114,6 +118,8 @@ type PodRow struct {
 	// Since is when the pod entered Phase.
 	Since  *time.Time `json:"since,omitempty"`
 	Reason string     `json:"reason,omitempty"`
+	// Connections is how many connections the old proxy of a Retiring pod still serves.
+	Connections *int32 `json:"connections,omitempty"`
 }
 
 // Pause kinds.
@@ -146,10 +152,12 @@ func BuildStatus(in StatusInput) PlanStatus {
 		Steps:          max(int32(len(plan.Spec.Strategy.Steps)), 1),
 		Step:           plan.Status.CurrentStep + 1,
 		Progress: Progress{
-			Total:   plan.Status.Counts.Total,
-			Updated: plan.Status.Counts.Updated,
-			Ready:   plan.Status.Counts.Ready,
-			Failed:  plan.Status.Counts.Failed,
+			Total:               plan.Status.Counts.Total,
+			Updated:             plan.Status.Counts.Updated,
+			Ready:               plan.Status.Counts.Ready,
+			Failed:              plan.Status.Counts.Failed,
+			Retiring:            plan.Status.Counts.Retiring,
+			RetiringConnections: plan.Status.Counts.RetiringConnections,
 		},
 	}
 	// A status older than the spec (the target was just changed, say) describes the previous
@@ -201,7 +209,7 @@ func BuildStatus(in StatusInput) PlanStatus {
 	}
 
 	for _, p := range plan.Status.Pods {
-		row := PodRow{Pod: p.Pod, From: p.From, To: p.To, Phase: p.Phase, Reason: p.Reason}
+		row := PodRow{Pod: p.Pod, From: p.From, To: p.To, Phase: p.Phase, Reason: p.Reason, Connections: p.Connections}
 		if p.LastTransitionTime != nil {
 			t := p.LastTransitionTime.UTC()
 			row.Since = &t
@@ -210,7 +218,8 @@ func BuildStatus(in StatusInput) PlanStatus {
 			slot := sidecar.ActiveSlot(pod)
 			row.Slot = &slot
 		}
-		if p.Phase != "Failed" && p.Phase != "Aborted" {
+		// Pods past their takeover (the old slot retires or shrinks) are updated, not in flight.
+		if p.Phase != "Failed" && p.Phase != "Aborted" && p.Phase != "Retiring" && p.Phase != "ResizingDown" {
 			s.Progress.InFlight++
 		}
 		s.Pods = append(s.Pods, row)
@@ -384,7 +393,12 @@ func RenderStatus(s PlanStatus, now time.Time, o Options) string {
 	if s.Progress.Failed > 0 {
 		failed = o.paint(ansiRed, failed)
 	}
-	field("Pods", fmt.Sprintf("%d ready, %s, %d in flight", s.Progress.Ready, failed, s.Progress.InFlight))
+	pods := fmt.Sprintf("%d ready, %s, %d in flight", s.Progress.Ready, failed, s.Progress.InFlight)
+	if s.Progress.Retiring > 0 {
+		pods += fmt.Sprintf(", %d retiring (%d %s)", s.Progress.Retiring, s.Progress.RetiringConnections,
+			plural(s.Progress.RetiringConnections, "connection", "connections"))
+	}
+	field("Pods", wrap(pods, width, 12, strings.Repeat(" ", 12)))
 	if s.StartTime != nil {
 		timing := fmt.Sprintf("%s, %s ago", s.StartTime.Format("15:04:05"), Duration(time.Duration(s.ElapsedSeconds)*time.Second))
 		if s.Done {
@@ -431,10 +445,14 @@ func RenderStatus(s PlanStatus, now time.Time, o Options) string {
 				since = Duration(now.Sub(*p.Since))
 			}
 			cells := []string{p.Pod, p.From + arrow + p.To, slot, p.Phase, since}
+			reason := p.Reason
+			if p.Connections != nil && reason == "" {
+				reason = fmt.Sprintf("the old proxy holds %d %s", *p.Connections, plural(*p.Connections, "connection", "connections"))
+			}
 			if wide {
-				cells = append(cells, p.Reason)
-			} else if p.Reason != "" {
-				reasons = append(reasons, wrap(p.Pod+": "+p.Reason, width, 0, "  "))
+				cells = append(cells, reason)
+			} else if reason != "" {
+				reasons = append(reasons, wrap(p.Pod+": "+reason, width, 0, "  "))
 			}
 			t.row("", []string{"", "", "", podTone(p.Phase).color()}, cells...)
 		}
@@ -490,6 +508,9 @@ func StatusLine(s PlanStatus) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s: %d/%d updated, %d ready, %d failed, %d in flight", s.Name, s.Phase,
 		s.Progress.Updated, s.Progress.Total, s.Progress.Ready, s.Progress.Failed, s.Progress.InFlight)
+	if s.Progress.Retiring > 0 {
+		fmt.Fprintf(&b, ", %d retiring", s.Progress.Retiring) // not their connections: the line changes only with the phase
+	}
 	if s.Steps > 1 {
 		fmt.Fprintf(&b, "; step %d/%d", s.Step, s.Steps)
 	}

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 )
@@ -90,6 +91,20 @@ func scenarios() map[string]StatusInput {
 		}}
 	out["progressing"] = StatusInput{Plan: progressing, MeshServices: demoServices(2, 1),
 		Pods: map[string]*corev1.Pod{"demo-7d9c6b5f4-x2x8q": slotPod("demo-7d9c6b5f4-x2x8q", "2")}}
+
+	retiring := basePlan()
+	retiring.Status = meshv1alpha1.UpgradePlanStatus{Phase: meshv1alpha1.PhaseProgressing, ObservedGeneration: 1,
+		Counts: meshv1alpha1.UpgradeCounts{Total: 3, Updated: 3, Ready: 3, Retiring: 2, RetiringConnections: 5}, StartTime: ago(90 * time.Second),
+		Pods: []meshv1alpha1.PodUpgradeStatus{
+			{Pod: "demo-7d9c6b5f4-k4m2z", From: "proxy-v1", To: "proxy-v2", Phase: "Retiring", Connections: ptr.To[int32](4), LastTransitionTime: ago(70 * time.Second)},
+			{Pod: "demo-7d9c6b5f4-x2x8q", From: "proxy-v1", To: "proxy-v2", Phase: "Retiring", Connections: ptr.To[int32](1), LastTransitionTime: ago(20 * time.Second)},
+		},
+		Conditions: []metav1.Condition{
+			cond("Progressing", "True", "WaitingForRetiringProxies", "3 of 3 pods run proxy-v2, 0 in flight, 0 failed; 2 old proxies retire with 5 connections", 20*time.Second),
+			cond("Complete", "False", "WaitingForRetiringProxies", "", 20*time.Second),
+		}}
+	out["retiring"] = StatusInput{Plan: retiring, MeshServices: demoServices(0, 3), Pods: map[string]*corev1.Pod{
+		"demo-7d9c6b5f4-k4m2z": slotPod("demo-7d9c6b5f4-k4m2z", "2"), "demo-7d9c6b5f4-x2x8q": slotPod("demo-7d9c6b5f4-x2x8q", "1")}}
 
 	stepPause := basePlan()
 	stepPause.Spec.Strategy.Steps = []meshv1alpha1.UpgradeStep{{Partition: intstr.FromString("34%"), Pause: &meshv1alpha1.StepPause{}}, {Partition: intstr.FromString("100%")}}
