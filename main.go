@@ -70,6 +70,7 @@ type options struct {
 	trustDomain    string
 	caBackend      identity.Backend
 	caSecretName   string
+	caAllowNewRoot bool
 	caIssuer       cmmeta.IssuerReference
 	caDuration     time.Duration
 	caTrustAnchor  certmanager.TrustAnchor
@@ -112,6 +113,7 @@ func main() {
 	flag.StringVar(&opts.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of workload identities.")
 	flag.Var(&opts.caBackend, "ca-backend", "Who signs workload certificates: builtin (a root kept in a Secret, default) or cert-manager (an intermediate from an Issuer).")
 	flag.StringVar(&opts.caSecretName, "ca-secret-name", builtin.DefaultSecretName, "Secret of the built-in CA's root certificate and key (builtin backend).")
+	flag.BoolVar(&opts.caAllowNewRoot, "ca-allow-new-root", false, "Let the built-in CA mint a new root when its Secret is missing though this installation had one (recorded in the ConfigMap meshlift-ca-root of the operator's namespace); every proxy then needs the new trust bundle. Without it the CA waits for the Secret to be restored. Remove it once the new Secret exists.")
 	flag.StringVar(&opts.caIssuer.Name, "ca-issuer-name", "", "cert-manager Issuer dedicated to the mesh that signs its intermediate CA (cert-manager backend; required there).")
 	flag.StringVar(&opts.caIssuer.Kind, "ca-issuer-kind", "Issuer", "Kind of --ca-issuer-name: Issuer (in the operator's namespace) or ClusterIssuer (refused unless --ca-i-understand-unsafe=cluster-issuer).")
 	flag.StringVar(&opts.caIssuer.Group, "ca-issuer-group", "cert-manager.io", "API group of --ca-issuer-name (for external issuers).")
@@ -320,7 +322,7 @@ func setupCA(mgr ctrl.Manager, opts options, holder *identity.Holder) error {
 		}
 		ca = c
 	default:
-		c, err := builtin.New(builtin.Options{Namespace: opts.namespace, SecretName: opts.caSecretName, TrustDomain: opts.trustDomain}, holder)
+		c, err := builtin.New(builtin.Options{Namespace: opts.namespace, SecretName: opts.caSecretName, TrustDomain: opts.trustDomain, AllowNewRoot: opts.caAllowNewRoot}, holder)
 		if err != nil {
 			return err
 		}

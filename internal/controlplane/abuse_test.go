@@ -14,6 +14,8 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	authenticationv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
@@ -335,6 +337,91 @@ func TestTokenReviewsArePaidFromEachPeersShare(t *testing.T) {
 	proxy := openADSOn(t, cp.dialFrom(t, "127.0.0.2"), b.token)
 	proxy.send(t, certificateRequest(b.pod, nil))
 	verifyLeaf(t, leafOf(t, secrets(t, proxy.recv(t, timeout))[controlplane.SecretDefault]), b.spiffeID(), cp.holder.Current().TrustBundle())
+}
+
+// tokensChecked is how many bearer tokens the authenticator looked at, whatever its verdict.
+func tokensChecked(t testing.TB) float64 {
+	t.Helper()
+	total := 0.0
+	for _, result := range []string{"cached", "cached_refusal", "precheck", "limited", "authenticated", "rejected", "error"} {
+		total += tokenReviewsTotal(t, result)
+	}
+	return total
+}
+
+func TestAFloodingPeerIsRefusedBeforeItsTokensAreReadWhileOtherPeersGetTheirCertificates(t *testing.T) {
+	// A budget of 3 refusals that refills once in 1000 s: this test never sees it refill.
+	cp, reviews := startCountedControlPlane(t, controlplane.Options{PeerRefusalQPS: 0.001, PeerRefusalBurst: 3})
+	ns := env.Namespace(t, "refusal-budget")
+	pod := cp.createPod(t, ns, "a-1", "a", "a")
+	attacker := cp.dialFrom(t, "127.0.0.2")
+
+	// The first refusals are the handler's, for the tokens.
+	for _, token := range []string{"not-a-jwt", forgedToken(t, pod), forgedToken(t, pod)} {
+		c := openADSOn(t, attacker, token)
+		c.send(t, certificateRequest(pod, nil))
+		c.refusedWith(t, codes.Unauthenticated, identity.ReasonInvalidToken)
+	}
+
+	// Then the attacker floods with new forged tokens, each of which would cost a TokenReview,
+	// and every stream is refused as it arrives: no token is looked at, none is sent to the
+	// API server.
+	checked, reviewed := tokensChecked(t), reviews.count.Load()
+	transportRefusals := metricValue(t, "meshlift_control_plane_refusals_total", map[string]string{"reason": "PeerRefusalLimit"})
+	ctx, stop := context.WithCancel(context.Background())
+	var flooded atomic.Int64
+	var wg sync.WaitGroup
+	client := discoveryv3.NewAggregatedDiscoveryServiceClient(attacker)
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				streamCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+forgedToken(t, pod))
+				stream, err := client.StreamAggregatedResources(streamCtx)
+				if err != nil {
+					continue
+				}
+				_ = stream.Send(certificateRequest(pod, nil))
+				_, err = stream.Recv()
+				switch {
+				case err == nil:
+					t.Error("a forged token got a response")
+					return
+				case status.Code(err) == codes.ResourceExhausted && strings.HasPrefix(status.Convert(err).Message(), "PeerRefusalLimit: "):
+					flooded.Add(1)
+				case ctx.Err() == nil:
+					t.Errorf("a flood stream ended with %v, want a PeerRefusalLimit refusal", err)
+					return
+				}
+			}
+		})
+	}
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	testenv.Eventually(t, timeout, func(context.Context) (bool, string) {
+		return flooded.Load() >= 200, "fewer than 200 flood streams refused"
+	})
+
+	// Meanwhile a proxy of another pod (another address) gets its certificate.
+	b := cp.workload(t, ns, "b-1", "b", "b")
+	proxy := openADSOn(t, cp.dialFrom(t, "127.0.0.3"), b.token)
+	proxy.send(t, certificateRequest(b.pod, nil))
+	verifyLeaf(t, leafOf(t, secrets(t, proxy.recv(t, timeout))[controlplane.SecretDefault]), b.spiffeID(), cp.holder.Current().TrustBundle())
+	stop()
+	wg.Wait()
+
+	// Only the proxy's token was looked at, and it cost the only TokenReview.
+	if n := tokensChecked(t) - checked; n != 1 {
+		t.Errorf("%v tokens were checked during the flood, want only the proxy's", n)
+	}
+	if n := reviews.count.Load() - reviewed; n != 1 {
+		t.Errorf("%d TokenReviews reached the API server during the flood, want only the proxy's", n)
+	}
+	// The flood's last streams may have been refused after it stopped reading their status.
+	if got := metricValue(t, "meshlift_control_plane_refusals_total", map[string]string{"reason": "PeerRefusalLimit"}) - transportRefusals; got < float64(flooded.Load()) {
+		t.Errorf("refusals_total{reason=PeerRefusalLimit} grew by %v, want at least the %d flood streams refused", got, flooded.Load())
+	}
 }
 
 func TestConnectionsAreClosedAfterTheirMaximumAge(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	utilcache "k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
@@ -27,6 +28,10 @@ const (
 	// reasonPeerTokenReviewLimit: the caller's address used its share of TokenReviews
 	// (PeerTokenReviewQPS, PeerTokenReviewBurst).
 	reasonPeerTokenReviewLimit = "PeerTokenReviewLimit"
+	// reasonPeerRefusalLimit: the caller's address had more streams refused than its budget
+	// (PeerRefusalQPS, PeerRefusalBurst) allows; its new streams are refused as they arrive,
+	// before any handler runs, until the budget refills.
+	reasonPeerRefusalLimit = "PeerRefusalLimit"
 )
 
 // limitError is a refusal of a caller that asks too much at once.
@@ -145,4 +150,85 @@ func (l *peerReviewLimiter) allow(peer string) error {
 			"%s asked for more than %v new tokens to be verified per second (burst %d); retry later", peer, l.qps, l.burst)
 	}
 	return nil
+}
+
+// peerRefusalBudget gives each peer a budget of refused streams, a token bucket that each
+// refusal empties by one. A peer whose budget is spent has its new streams refused in the gRPC
+// transport (tapStream), before a goroutine, a handler, the metadata or the token are looked
+// at: a client that floods the server with streams it cannot authenticate costs it almost
+// nothing, while a proxy whose streams are accepted never spends any budget. The buckets of
+// peers not refused for a while are dropped (a bucket left alone that long is full again).
+type peerRefusalBudget struct {
+	rate  float64 // tokens per second
+	burst float64
+	clock clock.PassiveClock
+	idle  time.Duration
+
+	mu      sync.Mutex
+	buckets *utilcache.LRUExpireCache
+}
+
+// refusalBucket is one peer's budget: tokens at last.
+type refusalBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newPeerRefusalBudget(qps float64, burst int, c clock.PassiveClock) *peerRefusalBudget {
+	idle := time.Duration(float64(burst)/qps*float64(time.Second)) + time.Second
+	return &peerRefusalBudget{rate: qps, burst: float64(burst), clock: c, idle: idle,
+		buckets: utilcache.NewLRUExpireCacheWithClock(maxPeerBuckets, c)}
+}
+
+// refill brings the bucket's tokens to now; the caller holds mu.
+func (l *peerRefusalBudget) refill(bucket *refusalBucket, now time.Time) {
+	if elapsed := now.Sub(bucket.last).Seconds(); elapsed > 0 {
+		bucket.tokens = min(l.burst, bucket.tokens+elapsed*l.rate)
+	}
+	bucket.last = now
+}
+
+// spent reports whether peer has no refusal left in its budget. It changes nothing: a stream
+// refused because of it does not push the peer's recovery further away.
+func (l *peerRefusalBudget) spent(peer string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cached, ok := l.buckets.Get(peer)
+	if !ok {
+		return false
+	}
+	bucket := cached.(*refusalBucket)
+	l.refill(bucket, l.clock.Now())
+	return bucket.tokens < 1
+}
+
+// charge takes one refusal from peer's budget.
+func (l *peerRefusalBudget) charge(peer string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock.Now()
+	bucket := &refusalBucket{tokens: l.burst, last: now}
+	if cached, ok := l.buckets.Get(peer); ok {
+		bucket = cached.(*refusalBucket)
+		l.refill(bucket, now)
+	}
+	bucket.tokens = max(0, bucket.tokens-1)
+	l.buckets.Add(peer, bucket, l.idle)
+}
+
+// tapStream is the gRPC server's InTapHandle: it runs in the connection's reader as each new
+// stream's headers arrive, and refuses the streams of a peer that spent its refusal budget with
+// ResourceExhausted, before the stream gets a goroutine or a handler.
+func (s *Server) tapStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	from := peerOf(ctx)
+	if !s.refusalBudget.spent(from) {
+		return ctx, nil
+	}
+	refusals.WithLabelValues(reasonPeerRefusalLimit).Inc()
+	if s.tapLogs.TryAccept() {
+		s.log.Info("Refusing the new streams of a control-plane caller that had too many refused", "peer", from,
+			"reason", reasonPeerRefusalLimit, "code", codes.ResourceExhausted.String())
+	}
+	return nil, limited(reasonPeerRefusalLimit,
+		"%s had more than %v streams a second refused (burst %v); retry later", from, s.refusalBudget.rate, s.refusalBudget.burst)
 }

@@ -71,3 +71,45 @@ func TestPeerReviewLimiterGivesEachPeerItsShare(t *testing.T) {
 	}
 	wantLimit(t, l.allow("10.0.0.1"), reasonPeerTokenReviewLimit)
 }
+
+func TestPeerRefusalBudgetIsSpentByRefusalsOnly(t *testing.T) {
+	clock := clocktesting.NewFakeClock(time.Unix(1800000000, 0))
+	b := newPeerRefusalBudget(2, 3, clock)
+	if b.spent("10.0.0.1") {
+		t.Fatal("a peer never refused has spent its budget")
+	}
+	for range 2 {
+		b.charge("10.0.0.1")
+	}
+	// Looking does not spend: a peer is refused in the transport only once its budget is gone.
+	for range 10 {
+		if b.spent("10.0.0.1") {
+			t.Fatal("two refusals of a budget of three spent it")
+		}
+	}
+	b.charge("10.0.0.1")
+	if !b.spent("10.0.0.1") {
+		t.Fatal("three refusals of a budget of three did not spend it")
+	}
+	if b.spent("10.0.0.2") {
+		t.Fatal("another peer's budget was spent")
+	}
+	clock.Step(500 * time.Millisecond) // 2 per second: one more
+	if b.spent("10.0.0.1") {
+		t.Fatal("the budget did not refill")
+	}
+	b.charge("10.0.0.1")
+	if !b.spent("10.0.0.1") {
+		t.Fatal("a refusal after the refill did not spend it again")
+	}
+	clock.Step(time.Hour)
+	for range 3 {
+		if b.spent("10.0.0.1") {
+			t.Fatal("the budget was not full again after an hour")
+		}
+		b.charge("10.0.0.1")
+	}
+	if !b.spent("10.0.0.1") {
+		t.Fatal("the refilled budget held more than its burst")
+	}
+}

@@ -67,6 +67,12 @@ const (
 	// of a pod starting together.
 	DefaultPeerTokenReviewQPS   = 5
 	DefaultPeerTokenReviewBurst = 20
+	// DefaultPeerRefusalQPS and DefaultPeerRefusalBurst are how many streams of one address
+	// may be refused (for its tokens or its limits) before its new streams are refused as they
+	// arrive: a proxy refused while its pod is not known yet retries far slower than that,
+	// and a proxy that is accepted spends nothing.
+	DefaultPeerRefusalQPS   = 2
+	DefaultPeerRefusalBurst = 20
 	// DefaultMaxConnectionAge: a connection is closed (GOAWAY, then its streams get
 	// DefaultMaxConnectionAgeGrace to end) after about this long, so the proxies spread again
 	// over the replicas after one restarts. gRPC adds ±10% jitter.
@@ -89,6 +95,8 @@ const (
 	// refusalLogQPS and refusalLogBurst bound the refusals logged at Info.
 	refusalLogQPS   = 5
 	refusalLogBurst = 20
+	// tapLogQPS bounds the logged refusals of streams of peers that spent their refusal budget.
+	tapLogQPS = 1
 )
 
 // Options configure the server. Zero values take the defaults.
@@ -131,6 +139,12 @@ type Options struct {
 	// none. More are refused with ResourceExhausted.
 	PeerTokenReviewQPS   float64
 	PeerTokenReviewBurst int
+	// PeerRefusalQPS and PeerRefusalBurst are the budget of refused streams of one address
+	// (default 2 per second, burst 20): once it is spent, the address's new streams are
+	// refused with ResourceExhausted as they arrive, before their metadata or token are read,
+	// until the budget refills. Accepted streams spend none of it.
+	PeerRefusalQPS   float64
+	PeerRefusalBurst int
 	// MaxConnectionAge is how long a client connection lives (default 30m, give or take 10%)
 	// before the server sends it a GOAWAY; its streams then have MaxConnectionAgeGrace
 	// (default 1m) to end before the connection is closed, and the proxy reconnects, maybe to
@@ -189,6 +203,12 @@ func (o *Options) defaults() error {
 	if o.PeerTokenReviewBurst == 0 {
 		o.PeerTokenReviewBurst = DefaultPeerTokenReviewBurst
 	}
+	if o.PeerRefusalQPS == 0 {
+		o.PeerRefusalQPS = DefaultPeerRefusalQPS
+	}
+	if o.PeerRefusalBurst == 0 {
+		o.PeerRefusalBurst = DefaultPeerRefusalBurst
+	}
 	if o.MaxConnectionAge == 0 {
 		o.MaxConnectionAge = DefaultMaxConnectionAge
 	}
@@ -215,6 +235,8 @@ func (o *Options) defaults() error {
 		return errors.New("the limits of unauthenticated streams must be positive")
 	case o.PeerTokenReviewQPS < 0 || o.PeerTokenReviewBurst < 0:
 		return errors.New("the TokenReview rate of a peer must be positive")
+	case o.PeerRefusalQPS < 0 || o.PeerRefusalBurst < 0:
+		return errors.New("the refusal budget of a peer must be positive")
 	case o.MaxConnectionAge < 0 || o.MaxConnectionAgeGrace < 0:
 		return errors.New("the maximum connection age and its grace must be positive")
 	}
@@ -248,12 +270,16 @@ type Server struct {
 	// refusalLogs bounds how many refusals a second are logged at Info; the others are logged
 	// at V(1), so a flood of bad callers cannot flood the log (the metrics count them all).
 	refusalLogs flowcontrol.PassiveRateLimiter
-	serving     *servingCertificate
-	index       *endpointIndex
-	drain       *drainAcker      // nil without Options.ReplicaName
-	expiry      *expiryPublisher // nil without Options.PodWriter
-	shutdown    chan struct{}
-	addr        atomic.Value // net.Addr once listening
+	// refusalBudget refuses the new streams of a peer that had too many refused, in the
+	// transport (tapStream); tapLogs bounds how many of those refusals are logged.
+	refusalBudget *peerRefusalBudget
+	tapLogs       flowcontrol.PassiveRateLimiter
+	serving       *servingCertificate
+	index         *endpointIndex
+	drain         *drainAcker      // nil without Options.ReplicaName
+	expiry        *expiryPublisher // nil without Options.PodWriter
+	shutdown      chan struct{}
+	addr          atomic.Value // net.Addr once listening
 
 	mu      sync.Mutex
 	streams map[*stream]struct{}
@@ -267,17 +293,19 @@ func New(opts Options, reader client.Reader, reviewer TokenReviewer, holder *ide
 		return nil, err
 	}
 	s := &Server{
-		opts:        opts,
-		log:         log,
-		holder:      holder,
-		authn:       newAuthenticator(reviewer, reader, opts),
-		admit:       newAdmission(opts.MaxUnauthenticatedStreamsPerPeer, opts.MaxUnauthenticatedStreams),
-		refusalLogs: flowcontrol.NewTokenBucketPassiveRateLimiterWithClock(refusalLogQPS, refusalLogBurst, opts.Clock),
-		serving:     &servingCertificate{holder: holder, dnsNames: opts.DNSNames(), lifetime: opts.ServingLifetime, clock: opts.Clock, log: log},
-		index:       newEndpointIndex(reader, opts.TrustDomain, log),
-		shutdown:    make(chan struct{}),
-		streams:     map[*stream]struct{}{},
-		byPod:       map[types.NamespacedName]map[*stream]struct{}{},
+		opts:          opts,
+		log:           log,
+		holder:        holder,
+		authn:         newAuthenticator(reviewer, reader, opts),
+		admit:         newAdmission(opts.MaxUnauthenticatedStreamsPerPeer, opts.MaxUnauthenticatedStreams),
+		refusalLogs:   flowcontrol.NewTokenBucketPassiveRateLimiterWithClock(refusalLogQPS, refusalLogBurst, opts.Clock),
+		refusalBudget: newPeerRefusalBudget(opts.PeerRefusalQPS, opts.PeerRefusalBurst, opts.Clock),
+		tapLogs:       flowcontrol.NewTokenBucketPassiveRateLimiterWithClock(tapLogQPS, 1, opts.Clock),
+		serving:       &servingCertificate{holder: holder, dnsNames: opts.DNSNames(), lifetime: opts.ServingLifetime, clock: opts.Clock, log: log},
+		index:         newEndpointIndex(reader, opts.TrustDomain, log),
+		shutdown:      make(chan struct{}),
+		streams:       map[*stream]struct{}{},
+		byPod:         map[types.NamespacedName]map[*stream]struct{}{},
 	}
 	if opts.PodWriter != nil {
 		s.expiry = newExpiryPublisher(reader, opts.PodWriter, log)
@@ -359,6 +387,7 @@ func (s *Server) grpcOptions(creds credentials.TransportCredentials) []grpc.Serv
 		grpc.MaxRecvMsgSize(maxRequestSize),
 		grpc.MaxConcurrentStreams(maxStreamsPerConnection),
 		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.InTapHandle(s.tapStream),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time: time.Minute, Timeout: 20 * time.Second,

@@ -146,22 +146,19 @@ func (sub *subscription) carriesLeaf() bool {
 func (s *Server) serveStream(gs discoveryStream, service string) error {
 	ctx := gs.Context()
 	started := s.opts.Clock.Now()
-	activeStreams.WithLabelValues(service).Inc()
-	defer activeStreams.WithLabelValues(service).Dec()
+	gauge := activeStreams.WithLabelValues(service)
+	gauge.Inc()
+	defer gauge.Dec()
 
 	from := peerOf(ctx)
-	log := s.log.WithValues("service", service, "peer", from)
-	release, err := s.admit.enter(from)
+	id, cred, err := s.admitCaller(ctx, from)
 	if err != nil {
-		return s.streamEnded(log, err)
+		s.chargeRefusal(from, err)
+		// The logger gets its values only if the refusal is logged: a flood of refusals
+		// must cost as little as possible.
+		return s.streamEnded(s.log, err, "service", service, "peer", from)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	id, cred, err := s.authn.authenticate(ctx, md, from)
-	release()
-	if err != nil {
-		return s.streamEnded(log, err)
-	}
-	log = log.WithValues("pod", klog.KRef(id.Pod.Namespace, id.Pod.Name), "identity", id.SPIFFEID)
+	log := s.log.WithValues("service", service, "peer", from, "pod", klog.KRef(id.Pod.Namespace, id.Pod.Name), "identity", id.SPIFFEID)
 	st := &stream{
 		srv:        s,
 		service:    service,
@@ -180,24 +177,50 @@ func (s *Server) serveStream(gs discoveryStream, service string) error {
 	return s.streamEnded(log, st.run(ctx))
 }
 
+// admitCaller authenticates the caller of a new stream from peer, within the limits of
+// streams being authenticated.
+func (s *Server) admitCaller(ctx context.Context, from string) (caller.Identity, credential, error) {
+	release, err := s.admit.enter(from)
+	if err != nil {
+		return caller.Identity{}, credential{}, err
+	}
+	defer release()
+	// Only the token is read; FromIncomingContext would copy all the metadata.
+	md := metadata.MD{"authorization": metadata.ValueFromIncomingContext(ctx, "authorization")}
+	return s.authn.authenticate(ctx, md, from)
+}
+
+// chargeRefusal takes a refusal of a stream of peer from its budget (tapStream): refusals for
+// what the caller presented or asked for, not errors of the server or the API server.
+func (s *Server) chargeRefusal(peer string, err error) {
+	var refusal *identity.Refusal
+	var limit *limitError
+	if errors.As(err, &refusal) || errors.As(err, &limit) {
+		s.refusalBudget.charge(peer)
+	}
+}
+
 // streamEnded counts and logs why a stream ended and returns what the caller is told.
-// Refusals are logged at Info up to refusalLogQPS a second, the others at V(1).
-func (s *Server) streamEnded(log logr.Logger, err error) error {
+// Refusals are logged at Info up to refusalLogQPS a second, the others at V(1). keysAndValues
+// are added to what is logged.
+func (s *Server) streamEnded(log logr.Logger, err error, keysAndValues ...any) error {
 	var refusal *identity.Refusal
 	var limit *limitError
 	switch {
 	case err == nil:
-		log.V(1).Info("Control-plane stream closed")
+		log.V(1).Info("Control-plane stream closed", keysAndValues...)
 	case errors.As(err, &refusal):
 		refusals.WithLabelValues(string(refusal.Reason)).Inc()
-		s.refusalLog(log).Info("Refused a control-plane caller", "reason", refusal.Reason, "code", refusal.Code().String(), "message", refusal.Message)
+		s.refusalLog(log).Info("Refused a control-plane caller", append(keysAndValues,
+			"reason", refusal.Reason, "code", refusal.Code().String(), "message", refusal.Message)...)
 		return refusal
 	case errors.As(err, &limit):
 		refusals.WithLabelValues(limit.reason).Inc()
-		s.refusalLog(log).Info("Refused a control-plane caller", "reason", limit.reason, "code", codes.ResourceExhausted.String(), "message", limit.message)
+		s.refusalLog(log).Info("Refused a control-plane caller", append(keysAndValues,
+			"reason", limit.reason, "code", codes.ResourceExhausted.String(), "message", limit.message)...)
 		return limit
 	default:
-		log.Info("Control-plane stream ended", "code", status.Code(err).String(), "error", err.Error())
+		log.Info("Control-plane stream ended", append(keysAndValues, "code", status.Code(err).String(), "error", err.Error())...)
 	}
 	return err
 }

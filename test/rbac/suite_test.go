@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/go-logr/logr"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -110,10 +111,10 @@ rules:
   - level: Metadata
 `
 
-// startCluster starts an API server with the CRDs (and, withWebhooks, the webhook configurations
-// of config/webhook, pointed at a local port), and applies the RBAC objects and the admission
-// policies of the kustomization config/<overlay>.
-func startCluster(t *testing.T, overlay string, withWebhooks bool) *cluster {
+// startCluster starts an API server with the CRDs and those of crdPaths (and, withWebhooks, the
+// webhook configurations of config/webhook, pointed at a local port), and applies the RBAC objects
+// and the admission policies of the kustomization config/<overlay>.
+func startCluster(t *testing.T, overlay string, withWebhooks bool, crdPaths ...string) *cluster {
 	t.Helper()
 	root, err := repo.Root()
 	if err != nil {
@@ -134,10 +135,11 @@ func startCluster(t *testing.T, overlay string, withWebhooks bool) *cluster {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(meshv1alpha1.AddToScheme(scheme))
+	utilruntime.Must(cmapi.AddToScheme(scheme))
 	c := &cluster{auditLog: filepath.Join(dir, "audit.log")}
 	c.env = &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		CRDDirectoryPaths:     append([]string{filepath.Join(root, "config", "crd", "bases")}, crdPaths...),
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}

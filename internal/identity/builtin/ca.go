@@ -3,11 +3,18 @@
 // replica loads it, publishes it through an identity.Holder and reloads it when the Secret
 // changes. A Secret that exists is never overwritten: if it is malformed the CA reports what to
 // fix and keeps the root it loaded before, if any. A deleted Secret is created again from the CA
-// in memory: a new root is minted only when no Secret exists and the replica holds no CA yet.
+// in memory.
+//
+// A new root is minted only on the first start of an installation: the CA records the root it
+// loaded in the ConfigMap meshlift-ca-root of its own namespace (the record), annotated with the
+// Secret it belongs to. A replica that finds neither the Secret nor a CA in memory, but a record
+// naming its Secret, refuses to mint (every running proxy trusts the recorded root) and keeps
+// reporting how to restore the Secret, unless Options.AllowNewRoot says a new root is wanted.
 package builtin
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -17,6 +24,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -28,6 +36,7 @@ import (
 
 	"github.com/meshlift/meshlift/internal/identity"
 	"github.com/meshlift/meshlift/internal/identity/wake"
+	"github.com/meshlift/meshlift/internal/sidecar"
 )
 
 // The CA Secret lives in the operator's namespace: a Role there, not access to every Secret. It
@@ -35,6 +44,12 @@ import (
 // default of --ca-secret-name.
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=create
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=meshlift-ca,verbs=get;list;watch
+//
+// The record is the trust bundle ConfigMap's name in the operator's namespace, so it takes the
+// trust bundle controller's rules (controllers/trustbundle_controller.go): create, and list (by
+// name) and patch.
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=create
+// +kubebuilder:rbac:groups="",resources=configmaps,resourceNames=meshlift-ca-root,verbs=list;patch
 
 const (
 	// DefaultSecretName is the Secret holding the root and its key.
@@ -46,6 +61,17 @@ const (
 
 	// maxBackoff bounds the wait before retrying after an error.
 	maxBackoff = 5 * time.Minute
+
+	// RecordName is the ConfigMap of the operator's namespace where the CA records the root it
+	// loaded: the trust bundle ConfigMap's name, holding the same key (ca.crt).
+	RecordName = sidecar.CARootConfigMap
+	// AnnotationCASecret on the record names the CA Secret (<namespace>/<name>) whose root it
+	// records: the evidence that this installation had a CA, which another installation of the
+	// operator, in another namespace, does not take for its own.
+	AnnotationCASecret = "meshlift.io/ca-secret"
+	// AnnotationCABundle on the record is the fingerprint of the recorded bundle
+	// (identity.BundleFingerprint).
+	AnnotationCABundle = "meshlift.io/ca-bundle"
 )
 
 // Options configure the built-in CA.
@@ -63,6 +89,10 @@ type Options struct {
 	// CheckInterval is how often the Secret is read even if no watch event arrives;
 	// DefaultCheckInterval when zero.
 	CheckInterval time.Duration
+	// AllowNewRoot lets the CA mint a new root when the Secret is missing though the record
+	// shows that this installation had one (--ca-allow-new-root). Every proxy then needs the
+	// new trust bundle. Without it the CA refuses, and keeps retrying until the Secret is back.
+	AllowNewRoot bool
 }
 
 // CA keeps the built-in root in a Secret and publishes it through a Holder. It runs on every
@@ -215,16 +245,16 @@ func (c *CA) sync(ctx context.Context) error {
 	c.mu.Lock()
 	unchanged := c.published != nil && bytes.Equal(c.published, secretFingerprint(data))
 	c.mu.Unlock()
-	if unchanged {
-		return nil
+	if !unchanged {
+		authority, err := authorityFromSecretData(data, c.opts.TrustDomain)
+		if err != nil {
+			return fmt.Errorf("the CA Secret %s/%s is malformed: %w; fix it, or delete it and restart the operator with --ca-allow-new-root to have it create a new root (every proxy then needs the new trust bundle)",
+				c.opts.Namespace, c.opts.SecretName, err)
+		}
+		c.publish(ctx, data, authority)
 	}
-	authority, err := authorityFromSecretData(data, c.opts.TrustDomain)
-	if err != nil {
-		return fmt.Errorf("the CA Secret %s/%s is malformed: %w; fix it, or delete it to have the operator create a new root (every proxy then needs the new trust bundle)",
-			c.opts.Namespace, c.opts.SecretName, err)
-	}
-	c.publish(ctx, data, authority)
-	return nil
+	// Read again at each sync, so that a deleted record comes back.
+	return c.ensureRecord(ctx, data)
 }
 
 // ensureSecret returns the data of the Secret after creating it if absent: from the CA this
@@ -244,7 +274,7 @@ func (c *CA) ensureSecret(ctx context.Context) (map[string][]byte, error) {
 		if !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("failed to read the CA Secret %s: %w", key, err)
 		}
-		data, restored, err := c.dataToCreate(ctx)
+		data, restored, replaced, err := c.dataToCreate(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -269,14 +299,21 @@ func (c *CA) ensureSecret(ctx context.Context) (map[string][]byte, error) {
 			c.recorder.Eventf(secret, nil, corev1.EventTypeWarning, "CASecretRestored", "Restore",
 				"The CA Secret was deleted; recreated from the CA in memory (bundle %s). Edit the Secret to replace the root.", identity.BundleFingerprint(data[CertKey]))
 		}
+		if replaced != "" && c.recorder != nil {
+			c.recorder.Eventf(secret, nil, corev1.EventTypeWarning, "CARootReplaced", "Mint",
+				"The CA Secret was missing; minted a new root (bundle %s) in place of bundle %s, as --ca-allow-new-root allows. Every proxy needs the new trust bundle.",
+				identity.BundleFingerprint(data[CertKey]), replaced)
+		}
 		return data, nil
 	}
 	return nil, fmt.Errorf("the CA Secret %s kept disappearing between create and read: gave up after %d attempts", key, attempts)
 }
 
 // dataToCreate is the data of a Secret to create: the CA held in memory, or a new root when
-// none is held (the first start of the mesh).
-func (c *CA) dataToCreate(ctx context.Context) (data map[string][]byte, restored bool, err error) {
+// none is held and no record shows that this installation had a CA (the first start of the
+// mesh), or when one does and Options.AllowNewRoot allows replacing it (replaced is then the
+// recorded bundle's fingerprint).
+func (c *CA) dataToCreate(ctx context.Context) (data map[string][]byte, restored bool, replaced string, err error) {
 	log := ctrl.LoggerFrom(ctx)
 	c.mu.Lock()
 	held := c.held
@@ -285,11 +322,112 @@ func (c *CA) dataToCreate(ctx context.Context) (data map[string][]byte, restored
 		// Never a new root here: every running proxy trusts the held one.
 		log.Info("The CA Secret was deleted; creating it again from the CA in memory",
 			"bundle", identity.BundleFingerprint(held[CertKey]))
-		return map[string][]byte{CertKey: bytes.Clone(held[CertKey]), KeyKey: bytes.Clone(held[KeyKey])}, true, nil
+		return map[string][]byte{CertKey: bytes.Clone(held[CertKey]), KeyKey: bytes.Clone(held[KeyKey])}, true, "", nil
 	}
-	log.Info("Creating the CA Secret with a new root", "trustDomain", c.opts.TrustDomain, "lifetime", c.opts.Lifetime)
+	record, err := c.readRecord(ctx)
+	if err != nil {
+		return nil, false, "", err
+	}
+	if record != nil && record.Annotations[AnnotationCASecret] == c.secretRef() {
+		replaced = cmp.Or(record.Annotations[AnnotationCABundle], "unknown")
+		if !c.opts.AllowNewRoot {
+			c.reportMissingRoot(record, replaced)
+			return nil, false, "", &MissingRootError{Secret: c.secretRef(), Record: c.recordRef(), Bundle: replaced}
+		}
+		log.Info("The CA Secret is missing and this installation had a root; minting a new one as --ca-allow-new-root allows",
+			"replacedBundle", replaced, "trustDomain", c.opts.TrustDomain, "lifetime", c.opts.Lifetime)
+	} else {
+		log.Info("Creating the CA Secret with a new root", "trustDomain", c.opts.TrustDomain, "lifetime", c.opts.Lifetime)
+	}
 	data, err = newSecretData(c.opts.TrustDomain, c.opts.Lifetime, time.Now())
-	return data, false, err
+	return data, false, replaced, err
+}
+
+// MissingRootError is the refusal to mint a new root in place of a root this installation had:
+// the CA Secret is missing, no replica that could restore it holds the CA, and the record in
+// the operator's namespace shows that the Secret existed.
+type MissingRootError struct {
+	// Secret and Record are <namespace>/<name> of the CA Secret and of the record.
+	Secret, Record string
+	// Bundle is the fingerprint of the recorded bundle.
+	Bundle string
+}
+
+func (e *MissingRootError) Error() string {
+	return fmt.Sprintf("the CA Secret %s is missing, but this installation had a root (bundle %s, recorded in ConfigMap %s) that every running proxy trusts, "+
+		"so no new root is minted: restore the Secret from a backup (kubectl apply -f <the backed-up Secret>; the operator loads it at once), "+
+		"or, to start over with a new root that every proxy must then be given, restart the operator with --ca-allow-new-root and remove the flag once the new Secret exists",
+		e.Secret, e.Bundle, e.Record)
+}
+
+// reportMissingRoot records a Warning event on the record for a MissingRootError.
+func (c *CA) reportMissingRoot(record *corev1.ConfigMap, bundle string) {
+	if c.recorder == nil {
+		return
+	}
+	c.recorder.Eventf(record, nil, corev1.EventTypeWarning, "CASecretMissing", "Mint",
+		"The CA Secret %s is missing and no replica holds its root (bundle %s); refusing to mint a new root. Restore the Secret from a backup, or restart the operator with --ca-allow-new-root.",
+		c.secretRef(), bundle)
+}
+
+func (c *CA) secretRef() string { return c.opts.Namespace + "/" + c.opts.SecretName }
+
+func (c *CA) recordRef() string { return c.opts.Namespace + "/" + RecordName }
+
+// readRecord reads the record from the API server (a list by name: the operator may list and
+// watch ConfigMaps of that name, not get them); nil when there is none.
+func (c *CA) readRecord(ctx context.Context) (*corev1.ConfigMap, error) {
+	list := &corev1.ConfigMapList{}
+	if err := c.reader.List(ctx, list, client.InNamespace(c.opts.Namespace), client.MatchingFields{"metadata.name": RecordName}); err != nil {
+		return nil, fmt.Errorf("failed to read ConfigMap %s, the record of this installation's CA: %w", c.recordRef(), err)
+	}
+	for i := range list.Items {
+		if list.Items[i].Name == RecordName {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// ensureRecord makes the record hold the bundle of data and name the CA Secret.
+func (c *CA) ensureRecord(ctx context.Context, data map[string][]byte) error {
+	existing, err := c.readRecord(ctx)
+	if err != nil {
+		return err
+	}
+	bundle := identity.BundleFingerprint(data[CertKey])
+	apply := func(cm *corev1.ConfigMap) {
+		if cm.Annotations == nil {
+			cm.Annotations = map[string]string{}
+		}
+		cm.Annotations[AnnotationCASecret] = c.secretRef()
+		cm.Annotations[AnnotationCABundle] = bundle
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		cm.Data[CertKey] = string(data[CertKey])
+	}
+	if existing == nil {
+		// Not labelled as a trust bundle: the trust bundle controllers, of this installation or
+		// another, leave a ConfigMap of a namespace without MeshServices alone unless it is.
+		record := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.opts.Namespace, Name: RecordName}}
+		apply(record)
+		ctrl.LoggerFrom(ctx).Info("Recording the CA's root", "configMap", klog.KObj(record), "bundle", bundle)
+		if err := c.writer.Create(ctx, record); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("failed to create ConfigMap %s, the record of this installation's CA: %w", c.recordRef(), err)
+		}
+		return nil
+	}
+	updated := existing.DeepCopy()
+	apply(updated)
+	if equality.Semantic.DeepEqual(existing.Annotations, updated.Annotations) && equality.Semantic.DeepEqual(existing.Data, updated.Data) {
+		return nil
+	}
+	ctrl.LoggerFrom(ctx).Info("Recording the CA's root", "configMap", klog.KObj(updated), "bundle", bundle)
+	if err := c.writer.Patch(ctx, updated, client.MergeFrom(existing)); err != nil {
+		return fmt.Errorf("failed to update ConfigMap %s, the record of this installation's CA: %w", c.recordRef(), err)
+	}
+	return nil
 }
 
 func (c *CA) publish(ctx context.Context, data map[string][]byte, authority *identity.Authority) {

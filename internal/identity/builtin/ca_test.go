@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -65,6 +66,14 @@ func startReplica(t *testing.T, ns string, holder *identity.Holder) *CA {
 
 func startReplicaAs(t *testing.T, cfg *rest.Config, opts Options, holder *identity.Holder) *CA {
 	t.Helper()
+	ca, _ := runReplica(t, cfg, opts, holder)
+	return ca
+}
+
+// runReplica is startReplicaAs that also returns a func that stops the replica (its manager)
+// before the test ends, as when its pod is deleted.
+func runReplica(t *testing.T, cfg *rest.Config, opts Options, holder *identity.Holder) (*CA, func()) {
+	t.Helper()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -85,13 +94,17 @@ func startReplicaAs(t *testing.T, cfg *rest.Config, opts Options, holder *identi
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager stopped with an error: %v", err)
-		}
-	})
-	return ca
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("manager stopped with an error: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ca, stop
 }
 
 // waitForBundle waits until holder publishes an Authority whose bundle is want (any when nil).
@@ -466,4 +479,184 @@ func TestAReplacedCAIsPublished(t *testing.T) {
 			t.Error("the edited Secret was overwritten")
 		}
 	})
+}
+
+// getRecord returns the record ConfigMap of ns.
+func getRecord(t *testing.T, ns string) *corev1.ConfigMap {
+	t.Helper()
+	record := &corev1.ConfigMap{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: RecordName}, record); err != nil {
+		t.Fatal(err)
+	}
+	return record
+}
+
+// waitForRecord waits until the record of ns records bundle.
+func waitForRecord(t *testing.T, ns string, bundle []byte) *corev1.ConfigMap {
+	t.Helper()
+	record := &corev1.ConfigMap{}
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: RecordName}, record); err != nil {
+			return false, err.Error()
+		}
+		return record.Annotations[AnnotationCABundle] == identity.BundleFingerprint(bundle) && record.Data[CertKey] == string(bundle),
+			fmt.Sprintf("the record has annotations %v", record.Annotations)
+	})
+	return record
+}
+
+// waitForMissingRoot waits until ca reports that it refuses to mint a new root.
+func waitForMissingRoot(t *testing.T, ca *CA) error {
+	t.Helper()
+	var err error
+	testenv.Eventually(t, timeout, func(context.Context) (bool, string) {
+		err = ca.Ready(nil)
+		var missing *MissingRootError
+		return errors.As(err, &missing), fmt.Sprintf("Ready() = %v, want a MissingRootError", err)
+	})
+	return err
+}
+
+func TestAFreshInstallationMintsOneRootAndRecordsIt(t *testing.T) {
+	ns := operatorNamespace(t, "record")
+	holder := identity.NewHolder()
+	startReplica(t, ns, holder)
+	authority := waitForBundle(t, holder, nil)
+	record := waitForRecord(t, ns, authority.TrustBundle())
+	if got := record.Annotations[AnnotationCASecret]; got != ns+"/"+DefaultSecretName {
+		t.Errorf("the record names the Secret %q, want %s/%s", got, ns, DefaultSecretName)
+	}
+	// The record is not a trust bundle of a meshed namespace: no trust bundle controller, of
+	// this installation or another, takes it as its own.
+	if _, ok := record.Labels[identity.LabelPartOf]; ok {
+		t.Errorf("the record has labels %v, want no %s", record.Labels, identity.LabelPartOf)
+	}
+
+	// A deleted record comes back at the next sync.
+	if err := env.Client.Delete(context.Background(), record); err != nil {
+		t.Fatal(err)
+	}
+	secret := getSecret(t, ns)
+	secret.Annotations = map[string]string{"test": "wake the CA"}
+	if err := env.Client.Update(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	waitForRecord(t, ns, authority.TrustBundle())
+}
+
+// TestAReplicaWithoutTheCAMintsNoNewRootOnceTheInstallationHadOne: the Secret is deleted while
+// no replica runs (or every replica restarts before it is restored); a new replica, with no CA
+// in memory, refuses to mint a root that no running proxy trusts, says how to restore, and
+// loads the Secret once it is restored from a backup.
+func TestAReplicaWithoutTheCAMintsNoNewRootOnceTheInstallationHadOne(t *testing.T) {
+	ns := operatorNamespace(t, "no-remint")
+	first := identity.NewHolder()
+	_, stop := runReplica(t, env.As(operator), Options{Namespace: ns, TrustDomain: trustDomain}, first)
+	original := waitForBundle(t, first, nil)
+	waitForRecord(t, ns, original.TrustBundle())
+	backup := getSecret(t, ns).Data
+	stop()
+	deleteSecret(t, ns)
+
+	holder := identity.NewHolder()
+	ca := startReplica(t, ns, holder)
+	err := waitForMissingRoot(t, ca)
+	for _, want := range []string{ns + "/" + DefaultSecretName + " is missing", identity.BundleFingerprint(original.TrustBundle()),
+		"restore the Secret from a backup", "--ca-allow-new-root"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error says %q; want it to say %q", err, want)
+		}
+	}
+	// It keeps refusing: no Secret, nothing published.
+	time.Sleep(2 * time.Second)
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: DefaultSecretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("reading the Secret: %v, want NotFound: a replica without the CA created it", err)
+	}
+	if holder.Current() != nil {
+		t.Fatal("a replica without the CA published one")
+	}
+	testenv.Eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		list := &eventsv1.EventList{}
+		if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range list.Items {
+			if e.Reason == "CASecretMissing" && e.Type == corev1.EventTypeWarning && e.Regarding.Name == RecordName {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no CASecretMissing event among %d events", len(list.Items))
+	})
+
+	// The admin restores the Secret from the backup: the replica loads the original root.
+	createSecret(t, ns, backup)
+	authority := waitForBundle(t, holder, original.TrustBundle())
+	verifiesWith(t, signLeaf(t, original), authority.TrustBundle())
+	if err := ca.Ready(nil); err != nil {
+		t.Errorf("Ready() = %v once the Secret is restored", err)
+	}
+}
+
+func TestANewRootIsMintedInPlaceOfTheRecordedOneOnlyWhenAllowed(t *testing.T) {
+	ns := operatorNamespace(t, "allow-remint")
+	first := identity.NewHolder()
+	_, stop := runReplica(t, env.As(operator), Options{Namespace: ns, TrustDomain: trustDomain}, first)
+	original := waitForBundle(t, first, nil)
+	waitForRecord(t, ns, original.TrustBundle())
+	stop()
+	deleteSecret(t, ns)
+
+	refusing := startReplica(t, ns, identity.NewHolder())
+	waitForMissingRoot(t, refusing)
+
+	holder := identity.NewHolder()
+	startReplicaAs(t, env.As(operator), Options{Namespace: ns, TrustDomain: trustDomain, AllowNewRoot: true}, holder)
+	minted := waitForBundle(t, holder, nil)
+	if bytes.Equal(minted.TrustBundle(), original.TrustBundle()) {
+		t.Fatal("the allowed replica published the deleted root")
+	}
+	if secret := getSecret(t, ns); !bytes.Equal(secret.Data[CertKey], minted.TrustBundle()) {
+		t.Error("the new root is not the Secret's")
+	}
+	waitForRecord(t, ns, minted.TrustBundle())
+	// The replica that refused loads the new Secret.
+	waitForBundle(t, refusing.holder, minted.TrustBundle())
+}
+
+// TestAnotherInstallationIsNotMistakenForThisOne: an operator installed in a second namespace
+// (as an OLM test does next to the regular one) finds the records of the first installation in
+// the cluster, with its Secret missing, and still mints its own root on its first start.
+func TestAnotherInstallationIsNotMistakenForThisOne(t *testing.T) {
+	firstNS := operatorNamespace(t, "install-a")
+	firstHolder := identity.NewHolder()
+	_, stop := runReplica(t, env.As(operator), Options{Namespace: firstNS, TrustDomain: trustDomain}, firstHolder)
+	firstRoot := waitForBundle(t, firstHolder, nil)
+	firstRecord := waitForRecord(t, firstNS, firstRoot.TrustBundle())
+	stop()
+	deleteSecret(t, firstNS)
+
+	secondNS := operatorNamespace(t, "install-b")
+	secondHolder := identity.NewHolder()
+	ca := startReplica(t, secondNS, secondHolder)
+	secondRoot := waitForBundle(t, secondHolder, nil)
+	if bytes.Equal(secondRoot.TrustBundle(), firstRoot.TrustBundle()) {
+		t.Fatal("the second installation publishes the first one's root")
+	}
+	if err := ca.Ready(nil); err != nil {
+		t.Errorf("Ready() = %v", err)
+	}
+	waitForRecord(t, secondNS, secondRoot.TrustBundle())
+	if record := getRecord(t, firstNS); record.ResourceVersion != firstRecord.ResourceVersion {
+		t.Error("the second installation changed the first one's record")
+	}
+	// Even with the Secret name of the first installation's record, in its own namespace.
+	thirdNS := operatorNamespace(t, "install-c")
+	record := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: thirdNS, Name: RecordName,
+		Annotations: map[string]string{AnnotationCASecret: firstNS + "/" + DefaultSecretName, AnnotationCABundle: "copied"}}}
+	if err := env.Client.Create(context.Background(), record); err != nil {
+		t.Fatal(err)
+	}
+	thirdHolder := identity.NewHolder()
+	startReplica(t, thirdNS, thirdHolder)
+	waitForRecord(t, thirdNS, waitForBundle(t, thirdHolder, nil).TrustBundle())
 }
