@@ -169,12 +169,13 @@ func (f *rolloutFixture) plan(t *testing.T, name string) *meshv1alpha1.UpgradePl
 	return plan
 }
 
-// inFlight counts the pods whose upgrade is in flight.
+// inFlight counts the pods whose upgrade is in flight and holds the plan's budget: a pod whose
+// new proxy passed its health gate (its old slot retires or shrinks) holds none.
 func inFlight(pods []corev1.Pod) int {
 	n := 0
 	for i := range pods {
 		if value := pods[i].Annotations[meshv1alpha1.AnnotationUpgrade]; value != "" {
-			if s, err := rollout.DecodeState(value); err == nil && s.Active() {
+			if s, err := rollout.DecodeState(value); err == nil && s.Active() && s.Phase != rollout.PodRetiring && s.Phase != rollout.PodResizingDown {
 				n++
 			}
 		}
