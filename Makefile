@@ -228,7 +228,7 @@ cluster-status: $(LOCAL_CLUSTER) ## Show what of the local cluster runs.
 	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) status
 
 .PHONY: images
-images: ## Build the image tarballs (operator, proxy, idle, demo; and the demo's proxy versions) into bin/images.
+images: ## Build the image tarballs (operator, proxy, idle, demo, cni; and the demo's proxy versions) into bin/images.
 	$(call say,Building images (tag $(IMAGE_TAG)) into $(IMAGES_DIR))
 	go run ./hack/images --out $(IMAGES_DIR) --tag $(IMAGE_TAG)
 	$(call say,Building the demo's proxy versions ($(DEMO_PROXY_VERSIONS)) into $(IMAGES_DIR)/proxy-<version>)

@@ -103,6 +103,9 @@ func main() {
 	flag.StringVar(&opts.injection.ControlPlaneAddress, "control-plane-address", opts.injection.ControlPlaneAddress, "Address (host:port) proxies reach the control plane (SDS/EDS) on.")
 	flag.BoolVar(&opts.injection.NativeSidecar, "native-sidecar", opts.injection.NativeSidecar, "Inject native sidecars (restartable init containers) unless a MeshService says otherwise.")
 	flag.BoolVar(&opts.injection.HoldApplicationUntilProxyStarts, "hold-application-until-proxy-starts", opts.injection.HoldApplicationUntilProxyStarts, "Start applications only once their proxy is ready (native sidecars), unless a MeshService says otherwise.")
+	flag.Var(&opts.injection.CaptureMode, "capture-mode", "Traffic capture of injected pods: none (the default: pods are not marked and probes stay as they are), cni (mark pods for the chained CNI plugin meshlift-cni, which the cluster must run, and rewrite their probes) or init-container (the same, with the rules set by an init container with NET_ADMIN, for clusters that cannot run the plugin). See docs/traffic.md.")
+	flag.BoolVar(&opts.injection.CaptureOutbound, "capture-outbound", false, "With --capture-mode, mark pods for outbound capture too (unless their MeshService sets spec.capture.outbound: false). Leave it off for now: the proxy does not serve captured outbound connections yet, so they would be refused (docs/traffic.md).")
+	flag.StringVar(&opts.injection.CaptureInitImage, "capture-init-image", opts.injection.CaptureInitImage, "Image of the capture init container (--capture-mode=init-container): meshlift-cni, whose init subcommand sets the rules.")
 	flag.BoolVar(&opts.injection.FullIdleResources, "full-idle-resources", false, "Give the idle hot-upgrade slot the version's full resources (for clusters without in-place pod resize).")
 	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; \"0\" disables it.")
 	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization (TokenReview and SubjectAccessReview).")
@@ -138,7 +141,6 @@ func main() {
 		os.Exit(2)
 	}
 	opts.certs.CertDir = cmp.Or(opts.certs.CertDir, webhookcert.DefaultCertDir(opts.certs.Mode))
-
 	logger, err := newLogger(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -120,8 +120,9 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 	if err != nil {
 		return h.admitWithout(log, "cannot compute the injection patch", err)
 	}
-	log.V(1).Info("Injecting sidecar", "meshService", ms.Name, "version", version.Name, "source", resolution.Source)
-	return patched(patch).WithWarnings(warnings...)
+	log.V(1).Info("Injecting sidecar", "meshService", ms.Name, "version", version.Name, "source", resolution.Source,
+		"captureMode", h.Options.CaptureMode)
+	return patched(patch).WithWarnings(append(warnings, result.Warnings...)...)
 }
 
 // patched admits the pod with patch.

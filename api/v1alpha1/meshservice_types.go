@@ -55,6 +55,26 @@ type MeshServiceSpec struct {
 	//
 	// +optional
 	Drain *DrainSpec `json:"drain,omitempty"`
+
+	// Capture tunes traffic capture for this MeshService's pods. It applies only when the
+	// operator captures traffic (--capture-mode=cni); with the default,
+	// none, nothing is captured whatever it says. Inbound connections are always captured
+	// under capture (that is what makes STRICT hold for every client); exclude single ports
+	// with the pod annotation meshlift.io/exclude-inbound-ports.
+	//
+	// +optional
+	Capture *CaptureSpec `json:"capture,omitempty"`
+}
+
+// CaptureSpec tunes traffic capture for a MeshService's pods.
+type CaptureSpec struct {
+	// Outbound redirects the application's outbound TCP connections to its proxy (true, the
+	// default). Set it to false for a workload whose outbound traffic must not go through the
+	// proxy; its inbound connections are still captured.
+	//
+	// +optional
+	// +kubebuilder:default=true
+	Outbound *bool `json:"outbound,omitempty"`
 }
 
 // Protocol is the application protocol of a port.

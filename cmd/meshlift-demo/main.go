@@ -52,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runLoad(ctx, args, stdout, stderr)
 	case "streams":
 		return runStreams(ctx, args, stdout, stderr)
+	case "get":
+		return runGet(ctx, args, stdout, stderr)
 	case "version":
 		_, _ = fmt.Fprintln(stdout, buildinfo.Version)
 		return exitOK
@@ -72,6 +74,7 @@ Commands:
   serve     HTTP/1.1 and h2c echo server (the default)
   load      bounded load generator against one target
   streams   long-lived TCP streams to a line echo server, reporting every one that broke
+  get       one GET of a URL, its status and body printed (for kubectl exec)
   version   print the version
   help      print this help
 

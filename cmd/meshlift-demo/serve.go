@@ -45,7 +45,13 @@ type echoResponse struct {
 	Bytes int `json:"bytes"`
 	// Proto is the HTTP version the request arrived with ("HTTP/1.1" or "HTTP/2.0").
 	Proto string `json:"proto"`
+	// PeerIdentity is the caller's SPIFFE ID as the pod's meshlift-proxy vouches for it (the
+	// X-Meshlift-Peer-Identity header; empty for a plaintext caller).
+	PeerIdentity string `json:"peerIdentity,omitempty"`
 }
+
+// peerIdentityHeader is the header meshlift-proxy sets on requests that arrived over mTLS.
+const peerIdentityHeader = "X-Meshlift-Peer-Identity"
 
 // echoServer answers every path: POST and PUT with a body get that body back; every other
 // request gets an echoResponse. "?delay=250ms" holds a request in flight before answering (at
@@ -111,12 +117,13 @@ func (s *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	answer, err := json.Marshal(echoResponse{
-		Name:    s.name,
-		Version: s.version,
-		Method:  r.Method,
-		Path:    r.URL.Path,
-		Bytes:   len(body),
-		Proto:   r.Proto,
+		Name:         s.name,
+		Version:      s.version,
+		Method:       r.Method,
+		Path:         r.URL.Path,
+		Bytes:        len(body),
+		Proto:        r.Proto,
+		PeerIdentity: r.Header.Get(peerIdentityHeader),
 	})
 	if err != nil {
 		http.Error(w, "failed to encode the answer", http.StatusInternalServerError)

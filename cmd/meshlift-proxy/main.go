@@ -48,7 +48,9 @@ type settings struct {
 	annotationsFile string
 	handoffSocket   string
 	adminPort       int
-	serverName      string
+	// appProbePort is the app probe listener's port (proxyconfig.AppProbePort; 0: none).
+	appProbePort int
+	serverName   string
 
 	drainTimeout time.Duration
 	// drainMaxDuration is the drain budget after a takeover (the pod's
@@ -118,6 +120,12 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 			return settings{}, fmt.Errorf("MESHLIFT_ADMIN_PORT must be a port number, not %q", v)
 		}
 	}
+	s.appProbePort = proxyconfig.AppProbePort
+	if v := getenv("MESHLIFT_APP_PROBE_PORT"); v != "" {
+		if s.appProbePort, err = strconv.Atoi(v); err != nil || s.appProbePort < 0 || s.appProbePort > 65535 {
+			return settings{}, fmt.Errorf("MESHLIFT_APP_PROBE_PORT must be a port number (0: no app probe listener), not %q", v)
+		}
+	}
 	if v := getenv("MESHLIFT_DEBUG_TAKEOVER_DELAY"); v != "" {
 		if s.takeoverDelay, err = time.ParseDuration(v); err != nil {
 			return settings{}, fmt.Errorf("MESHLIFT_DEBUG_TAKEOVER_DELAY: %w", err)
@@ -172,6 +180,7 @@ func run(ctx context.Context, s settings, log logr.Logger) error {
 	p, err := proxy.New(s.config, proxy.Options{
 		Namespace: s.namespace, TrustDomain: s.trustDomain, Logger: log.WithName("proxy"),
 		DrainTimeout: s.drainTimeout, LoadBalancing: s.loadBalancing,
+		AppProbePort: appProbePort(s.appProbePort), AnnotationsFile: s.annotationsFile,
 	})
 	if err != nil {
 		return fmt.Errorf("configuring the proxy: %w", err)
@@ -217,6 +226,14 @@ func run(ctx context.Context, s settings, log logr.Logger) error {
 	state.SetCutConnections(p.ConnectionsCutAtBudget)
 	o := &owner{s: s, proxy: p, state: state, configured: configured, log: log, ownUID: handoff.OwnUID()}
 	return o.run(ctx)
+}
+
+// appProbePort maps the setting (0: none) to proxy.Options.AppProbePort (negative: none).
+func appProbePort(port int) int {
+	if port == 0 {
+		return -1
+	}
+	return port
 }
 
 // xdsHandler applies the control plane's resources to the data path. configured closes once

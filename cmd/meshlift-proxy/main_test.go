@@ -49,6 +49,12 @@ func TestParseSettings(t *testing.T) {
 	if budget, err := parseSettings(append(injectorArgs, "--drain-max-duration=90s"), environment(nil)); err != nil || budget.drainMaxDuration != 90*time.Second {
 		t.Errorf("--drain-max-duration=90s gives %s, %v", budget.drainMaxDuration, err)
 	}
+	if s.appProbePort != 15020 || appProbePort(s.appProbePort) != 15020 {
+		t.Errorf("app probe port %d by default, want 15020", s.appProbePort)
+	}
+	if off, err := parseSettings(injectorArgs, environment(map[string]string{"MESHLIFT_APP_PROBE_PORT": "0"})); err != nil || appProbePort(off.appProbePort) >= 0 {
+		t.Errorf("MESHLIFT_APP_PROBE_PORT=0 gives port %d for the proxy, %v; want none (negative)", appProbePort(off.appProbePort), err)
+	}
 	if s.trustDomain != "cluster.local" || s.config.MeshService != "web" || s.config.InboundPort != 15006 {
 		t.Errorf("defaults or injector arguments not applied: %+v", s)
 	}
@@ -72,6 +78,7 @@ func TestParseSettingsRefuses(t *testing.T) {
 		"no token":            {env: map[string]string{"MESHLIFT_TOKEN_FILE": ""}, want: "MESHLIFT_TOKEN_FILE is required"},
 		"no annotations":      {env: map[string]string{"MESHLIFT_ANNOTATIONS_FILE": ""}, want: "MESHLIFT_ANNOTATIONS_FILE is required"},
 		"bad admin port":      {env: map[string]string{"MESHLIFT_ADMIN_PORT": "http"}, want: "MESHLIFT_ADMIN_PORT must be a port number"},
+		"bad app probe port":  {env: map[string]string{"MESHLIFT_APP_PROBE_PORT": "70000"}, want: "MESHLIFT_APP_PROBE_PORT must be a port number"},
 		"unknown flag":        {args: []string{"--colour=blue"}, want: "proxy flags"},
 		"stray argument":      {args: []string{"extra"}, want: "unexpected arguments"},
 		"bad load balancing":  {args: []string{"--load-balancing=random"}, want: "--load-balancing must be"},

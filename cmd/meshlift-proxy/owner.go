@@ -218,6 +218,7 @@ func (o *owner) takeOver(ctx context.Context, conn *handoff.Conn) error {
 		o.handoffs.WithLabelValues("took-over", "failed").Inc()
 		return fmt.Errorf("requesting the listeners from the running proxy: %w", err)
 	}
+	o.bindMissing(listeners)
 	o.state.SetRole(proxyadmin.RoleWaiting)
 	o.log.Info("Received the listeners; waiting for a certificate and endpoints before taking over", "listeners", len(listeners))
 	giveUp := func(reason string) {
@@ -257,6 +258,27 @@ func (o *owner) takeOver(ctx context.Context, conn *handoff.Conn) error {
 	o.handoffDuration.WithLabelValues("took-over").Observe(time.Since(started).Seconds())
 	o.log.Info("Took over the listeners", "duration", time.Since(started).String())
 	return nil
+}
+
+// bindMissing binds the listeners this version has and the running proxy did not send (an older
+// version without the app probe listener, or one that could not bind it), adding them to
+// listeners. A listener that cannot be bound is logged and left out: the ones received carry
+// the traffic, and failing the takeover for it would keep the older process for good.
+func (o *owner) bindMissing(listeners map[string]net.Listener) {
+	for _, name := range o.proxy.ListenerNames() {
+		if _, ok := listeners[name]; ok {
+			continue
+		}
+		bound, err := o.proxy.Bind(name)
+		if err != nil {
+			o.log.Error(err, "Cannot bind a listener the running proxy did not hand over; serving without it", "listener", name)
+			continue
+		}
+		if l, ok := bound[name]; ok {
+			o.log.Info("Bound a listener the running proxy did not hand over", "listener", name)
+			listeners[name] = l
+		}
+	}
 }
 
 // serveHandoffs answers on the handoff socket until ctx ends: it gives the listeners to a new

@@ -54,6 +54,7 @@ var knownImages = []image{
 	{name: "proxy", pkg: "./cmd/meshlift-proxy", binary: "/meshlift-proxy", repository: "meshlift/meshlift-proxy"},
 	{name: "idle", pkg: "./cmd/meshlift-idle", binary: "/meshlift-idle", repository: "meshlift/meshlift-idle"},
 	{name: "demo", pkg: "./cmd/meshlift-demo", binary: "/meshlift-demo", repository: "meshlift/meshlift-demo", cmd: []string{"serve"}},
+	{name: "cni", pkg: "./cmd/meshlift-cni", binary: "/meshlift-cni", repository: "meshlift/meshlift-cni"},
 }
 
 func (img image) ref(tag string) string { return img.repository + ":" + tag }

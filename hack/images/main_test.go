@@ -31,6 +31,7 @@ func TestImageTable(t *testing.T) {
 		{name: "proxy", wantPkg: "./cmd/meshlift-proxy", wantRef: "meshlift/meshlift-proxy:v1.2.3", wantEntrypoint: []string{"/meshlift-proxy"}},
 		{name: "idle", wantPkg: "./cmd/meshlift-idle", wantRef: "meshlift/meshlift-idle:v1.2.3", wantEntrypoint: []string{"/meshlift-idle"}},
 		{name: "demo", wantPkg: "./cmd/meshlift-demo", wantRef: "meshlift/meshlift-demo:v1.2.3", wantEntrypoint: []string{"/meshlift-demo"}, wantCmd: []string{"serve"}},
+		{name: "cni", wantPkg: "./cmd/meshlift-cni", wantRef: "meshlift/meshlift-cni:v1.2.3", wantEntrypoint: []string{"/meshlift-cni"}},
 	}
 	if len(knownImages) != len(tests) {
 		t.Fatalf("knownImages has %d images, the test expects %d", len(knownImages), len(tests))
@@ -65,10 +66,10 @@ func TestSelectImages(t *testing.T) {
 		wantNames []string
 		wantErr   string
 	}{
-		{name: "no names select every image in build order", wantNames: []string{"operator", "proxy", "idle", "demo"}},
+		{name: "no names select every image in build order", wantNames: []string{"operator", "proxy", "idle", "demo", "cni"}},
 		{name: "names select those images in build order", names: []string{"demo", "idle"}, wantNames: []string{"idle", "demo"}},
 		{name: "a repeated name builds the image once", names: []string{"idle", "idle"}, wantNames: []string{"idle"}},
-		{name: "an unknown name is refused and the known ones are listed", names: []string{"idle", "envoy"}, wantErr: `unknown image "envoy" (known images: operator, proxy, idle, demo)`},
+		{name: "an unknown name is refused and the known ones are listed", names: []string{"idle", "envoy"}, wantErr: `unknown image "envoy" (known images: operator, proxy, idle, demo, cni)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

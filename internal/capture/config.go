@@ -15,7 +15,7 @@ const (
 	// DefaultInboundPort is the proxy's inbound listener (sidecar.InboundPort). Captured inbound
 	// connections go to the same listener the mTLS clients dial: it already tells TLS from
 	// plaintext, refuses plaintext under STRICT, and will route captured connections by their
-	// original destination port (OriginalDst), so capture needs no port of its own.
+	// original destination port (origdst.OriginalDst), so capture needs no port of its own.
 	DefaultInboundPort uint16 = 15006
 	// DefaultOutboundPort is where captured outbound connections go. No listener uses it yet:
 	// the proxy will open it (on 127.0.0.1 and ::1, where REDIRECT sends locally generated
@@ -26,6 +26,9 @@ const (
 	DefaultProxyUID uint32 = 65532
 	// DNSPort is never captured outbound, so name resolution does not depend on the proxy.
 	DNSPort uint16 = 53
+	// DefaultAppProbePort is the proxy's listener for the kubelet's rewritten probes of the
+	// application (proxyconfig.AppProbePort): never captured, so the kubelet reaches it.
+	DefaultAppProbePort uint16 = 15020
 )
 
 // adminPorts are the admin ports of the two slots (sidecar.AdminPort(1) and AdminPort(2)).
@@ -84,7 +87,7 @@ func DefaultConfig() Config {
 		InboundPort:  DefaultInboundPort,
 		OutboundPort: DefaultOutboundPort,
 		ProxyUID:     DefaultProxyUID,
-		ProxyPorts:   []uint16{adminPorts[0], adminPorts[1], DefaultInboundPort, DefaultOutboundPort},
+		ProxyPorts:   []uint16{adminPorts[0], adminPorts[1], DefaultInboundPort, DefaultOutboundPort, DefaultAppProbePort},
 	}
 }
 

@@ -5,39 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	corev1 "k8s.io/api/core/v1"
-
-	"github.com/meshlift/meshlift/internal/sidecar"
-	"github.com/meshlift/meshlift/internal/testutil/gen"
 )
-
-func TestDefaultsAgreeWithTheInjector(t *testing.T) {
-	if DefaultInboundPort != sidecar.InboundPort {
-		t.Errorf("DefaultInboundPort = %d, the injector's proxy listens on sidecar.InboundPort = %d", DefaultInboundPort, sidecar.InboundPort)
-	}
-	for slot, port := range map[int]uint16{1: adminPorts[0], 2: adminPorts[1]} {
-		if int32(port) != sidecar.AdminPort(slot) {
-			t.Errorf("admin port of slot %d = %d, the injector says %d", slot, port, sidecar.AdminPort(slot))
-		}
-	}
-	injected := sidecar.Inject(gen.Pod("web"), gen.MeshService("web"), gen.SidecarVersion("v1", "1.0.0"), sidecar.DefaultOptions()).Pod
-	proxies := 0
-	for _, containers := range [][]corev1.Container{injected.Spec.InitContainers, injected.Spec.Containers} {
-		for _, c := range containers {
-			if !strings.HasPrefix(c.Name, sidecar.ContainerName) {
-				continue
-			}
-			proxies++
-			if c.SecurityContext == nil || c.SecurityContext.RunAsUser == nil || *c.SecurityContext.RunAsUser != int64(DefaultProxyUID) {
-				t.Errorf("proxy container %s does not run as DefaultProxyUID %d: %+v", c.Name, DefaultProxyUID, c.SecurityContext)
-			}
-		}
-	}
-	if proxies == 0 {
-		t.Fatalf("the injected pod has no proxy container named %s*", sidecar.ContainerName)
-	}
-}
 
 func TestParseAnnotations(t *testing.T) {
 	withDefaults := func(edit func(*Config)) Config {

@@ -2,7 +2,7 @@
 // which connections are redirected to the proxy, decided from the pod's annotations
 // (ParseAnnotations, Config), the nftables ruleset that does it as a pure model (NewRuleset,
 // Ruleset.String), and the applier that installs, verifies and removes that ruleset in a
-// namespace over netlink (Apply, Check, Remove). OriginalDst gives the proxy the destination a
+// namespace over netlink (Apply, Check, Remove). origdst.OriginalDst (package internal/capture/origdst) gives the proxy the destination a
 // captured connection was addressed to.
 //
 // The CNI plugin (package cni) calls these functions, and so will the planned init container:

@@ -57,8 +57,8 @@ func Apply(netnsPath string, rs Ruleset) error {
 			}
 		}
 		if err := conn.Flush(); err != nil {
-			return fmt.Errorf("failed to install table %s %s in network namespace %s (is the nf_tables module with nat support loaded?): %w",
-				TableFamily, TableName, netnsPath, err)
+			return fmt.Errorf("failed to install table %s %s in %s (is the nf_tables module with nat support loaded?): %w",
+				TableFamily, TableName, nsName(netnsPath), err)
 		}
 		return nil
 	})
@@ -70,14 +70,14 @@ func Remove(netnsPath string) error {
 	return withConn(netnsPath, func(conn *nftables.Conn) error {
 		present, err := hasOurTable(conn)
 		if err != nil {
-			return fmt.Errorf("failed to list nftables tables in network namespace %s: %w", netnsPath, err)
+			return fmt.Errorf("failed to list nftables tables in %s: %w", nsName(netnsPath), err)
 		}
 		if !present {
 			return nil
 		}
 		conn.DelTable(ourTable())
 		if err := conn.Flush(); err != nil {
-			return fmt.Errorf("failed to delete table %s %s in network namespace %s: %w", TableFamily, TableName, netnsPath, err)
+			return fmt.Errorf("failed to delete table %s %s in %s: %w", TableFamily, TableName, nsName(netnsPath), err)
 		}
 		return nil
 	})
@@ -90,21 +90,43 @@ func Check(netnsPath string, rs Ruleset) error {
 	return withConn(netnsPath, func(conn *nftables.Conn) error {
 		present, err := hasOurTable(conn)
 		if err != nil {
-			return fmt.Errorf("failed to list nftables tables in network namespace %s: %w", netnsPath, err)
+			return fmt.Errorf("failed to list nftables tables in %s: %w", nsName(netnsPath), err)
 		}
 		if !present {
-			return fmt.Errorf("network namespace %s: %w; the pod's traffic is not captured (recreate the pod to set the rules again)", netnsPath, ErrNotApplied)
+			return fmt.Errorf("%s: %w; the pod's traffic is not captured (recreate the pod to set the rules again)", nsName(netnsPath), ErrNotApplied)
 		}
 		if err := compareTable(conn, rs); err != nil {
-			return fmt.Errorf("network namespace %s: %w: %w (recreate the pod to set the rules again)", netnsPath, ErrDrift, err)
+			return fmt.Errorf("%s: %w: %w (recreate the pod to set the rules again)", nsName(netnsPath), ErrDrift, err)
 		}
 		return nil
 	})
 }
 
+// nsName names the namespace at netnsPath in messages.
+func nsName(netnsPath string) string {
+	if netnsPath == CurrentNetNS {
+		return "this process's network namespace"
+	}
+	return "network namespace " + netnsPath
+}
+
+// CurrentNetNS, as the netnsPath of Apply, Remove and Check, is the calling process's own
+// network namespace, entered without setns (the init-container mode, which has NET_ADMIN only).
+const CurrentNetNS = ""
+
 // withConn runs fn with an nftables connection inside the network namespace at netnsPath.
 // The error wraps fs.ErrNotExist when the path does not exist.
 func withConn(netnsPath string, fn func(*nftables.Conn) error) error {
+	if netnsPath == CurrentNetNS {
+		// The process's own namespace (the init container's): no setns, which would need
+		// CAP_SYS_ADMIN; NET_ADMIN is enough to change its rules.
+		conn, err := nftables.New(nftables.AsLasting())
+		if err != nil {
+			return fmt.Errorf("failed to open a netlink connection in this process's network namespace: %w", err)
+		}
+		defer conn.CloseLasting()
+		return fn(conn)
+	}
 	ns, err := os.Open(netnsPath)
 	if err != nil {
 		return fmt.Errorf("failed to open network namespace %s: %w", netnsPath, err)

@@ -18,6 +18,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
+	"github.com/meshlift/meshlift/internal/capture/origdst"
+
 	"github.com/meshlift/meshlift/internal/capture/netnstest"
 )
 
@@ -68,7 +70,7 @@ func (tr *tracker) serve(name string, ln net.Listener) {
 				if err != nil {
 					return
 				}
-				dst, err := OriginalDst(conn)
+				dst, err := origdst.OriginalDst(conn)
 				tr.mu.Lock()
 				ch := tr.waiting[strings.TrimSpace(token)]
 				tr.mu.Unlock()

@@ -114,20 +114,23 @@ func (x *endpointIndex) notify(key types.NamespacedName) {
 }
 
 // run recomputes changed MeshServices in batches until ctx is done.
-func (x *endpointIndex) run(ctx context.Context) {
+func (x *endpointIndex) run(ctx context.Context) { runBatches(ctx, x.kick, endpointBatch, x.flush) }
+
+// runBatches calls flush once per burst of kicks until ctx is done: after a kick it waits batch
+// to collect the rest of the burst (a rollout updates many pods at once) before flushing.
+func runBatches(ctx context.Context, kick <-chan struct{}, batch time.Duration, flush func(context.Context)) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-x.kick:
+		case <-kick:
 		}
-		// Collect the burst of events (a rollout updates many pods at once) before computing.
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(endpointBatch):
+		case <-time.After(batch):
 		}
-		x.flush(ctx)
+		flush(ctx)
 	}
 }
 

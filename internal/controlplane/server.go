@@ -276,6 +276,7 @@ type Server struct {
 	tapLogs       flowcontrol.PassiveRateLimiter
 	serving       *servingCertificate
 	index         *endpointIndex
+	outbound      *outboundIndex
 	drain         *drainAcker      // nil without Options.ReplicaName
 	expiry        *expiryPublisher // nil without Options.PodWriter
 	shutdown      chan struct{}
@@ -303,6 +304,7 @@ func New(opts Options, reader client.Reader, reviewer TokenReviewer, holder *ide
 		tapLogs:       flowcontrol.NewTokenBucketPassiveRateLimiterWithClock(tapLogQPS, 1, opts.Clock),
 		serving:       &servingCertificate{holder: holder, dnsNames: opts.DNSNames(), lifetime: opts.ServingLifetime, clock: opts.Clock, log: log},
 		index:         newEndpointIndex(reader, opts.TrustDomain, log),
+		outbound:      newOutboundIndex(reader, log),
 		shutdown:      make(chan struct{}),
 		streams:       map[*stream]struct{}{},
 		byPod:         map[types.NamespacedName]map[*stream]struct{}{},
@@ -340,6 +342,7 @@ func (s *Server) Serve(ctx context.Context, listener net.Listener) error {
 	defer cancel()
 	go s.serving.run(ctx)
 	go s.index.run(ctx)
+	go s.outbound.run(ctx)
 	if s.drain != nil {
 		go s.drain.run(ctx)
 	}
@@ -461,10 +464,17 @@ func (s *Server) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 }
 
 // Notify tells the server that the MeshService key, or one of the pods injected for it,
-// changed. The server recomputes that MeshService's endpoints (in batches) and pushes them to
-// the streams whose clusters changed. PodEventHandler and MeshServiceEventHandler call it; any
-// other source of changes may too.
-func (s *Server) Notify(key types.NamespacedName) { s.index.notify(key) }
+// changed. The server recomputes that MeshService's endpoints and outbound routes (in batches)
+// and pushes them to the streams whose clusters changed and to those subscribed to the outbound
+// routes. PodEventHandler and MeshServiceEventHandler call it; any other source of changes may too.
+func (s *Server) Notify(key types.NamespacedName) {
+	s.index.notify(key)
+	s.outbound.notify(key)
+}
+
+// NotifyService tells the server that a Service leading to the MeshService key changed (was
+// added, edited or deleted): its outbound routes are recomputed. ServiceEventHandler calls it.
+func (s *Server) NotifyService(key types.NamespacedName) { s.outbound.notify(key) }
 
 // PodDeleted tells the server that a pod is gone (uid "" for any UID): the streams of that pod
 // end, since an identity ends with its pod.
@@ -491,6 +501,7 @@ func (s *Server) register(st *stream) {
 
 func (s *Server) unregister(st *stream) {
 	s.index.unwatch(st)
+	s.outbound.unsubscribe(st)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.streams, st)
@@ -534,8 +545,8 @@ func (s *Server) earliestLeafExpiry() (earliest time.Time, ok bool) {
 	return earliest, ok
 }
 
-// aggregatedService serves ADS: SDS and EDS on one state-of-the-world stream. Delta xDS is
-// Unimplemented (the embedded type answers it).
+// aggregatedService serves ADS: SDS, EDS and the outbound routes (LDS) on one state-of-the-world
+// stream. Delta xDS is Unimplemented (the embedded type answers it).
 type aggregatedService struct {
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
 	s *Server

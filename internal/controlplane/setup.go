@@ -14,13 +14,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/controlplane/endpoints"
 	"github.com/meshlift/meshlift/internal/identity"
 )
 
-// The server verifies tokens, reads pods and MeshServices from the cache and patches pods with
-// its drain acknowledgements and their proxies' certificate expiry.
+// The server verifies tokens, reads pods, MeshServices and Services (for the outbound routes)
+// from the cache and patches pods with its drain acknowledgements and their proxies' certificate
+// expiry. Services are only ever read from the cache: list and watch, no get.
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=list;watch
 // +kubebuilder:rbac:groups=mesh.meshlift.io,resources=meshservices,verbs=get;list;watch
 
 // The least rate limits of the TokenReview client (its own, apart from the manager's): a
@@ -30,9 +33,9 @@ const (
 	tokenReviewBurst = 100
 )
 
-// Setup builds the server with the manager's cache and config, feeds it the Pod and MeshService
-// events of the cache's informers and adds it to the manager (it runs on every replica, once the
-// caches have synced). holder publishes the mesh CA.
+// Setup builds the server with the manager's cache and config, feeds it the Pod, MeshService and
+// Service events of the cache's informers and adds it to the manager (it runs on every replica,
+// once the caches have synced). holder publishes the mesh CA.
 func Setup(ctx context.Context, mgr ctrl.Manager, holder *identity.Holder, opts Options) (*Server, error) {
 	cfg := rest.CopyConfig(mgr.GetConfig())
 	cfg.QPS, cfg.Burst = max(cfg.QPS, tokenReviewQPS), max(cfg.Burst, tokenReviewBurst)
@@ -53,6 +56,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, holder *identity.Holder, opts 
 	}{
 		{&corev1.Pod{}, s.PodEventHandler()},
 		{&meshv1alpha1.MeshService{}, s.MeshServiceEventHandler()},
+		{&corev1.Service{}, s.ServiceEventHandler()},
 	} {
 		informer, err := mgr.GetCache().GetInformer(ctx, watched.obj)
 		if err != nil {
@@ -128,6 +132,28 @@ func (s *Server) MeshServiceEventHandler() toolscache.ResourceEventHandler {
 	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    changed,
 		UpdateFunc: func(_, newObj any) { changed(newObj) },
+		DeleteFunc: changed,
+	}
+}
+
+// ServiceEventHandler feeds a Service informer's events to the server: the outbound routes of the
+// MeshService a Service leads to (endpoints.MeshServiceOfService), before and after a change,
+// are recomputed (NotifyService).
+func (s *Server) ServiceEventHandler() toolscache.ResourceEventHandler {
+	changed := func(obj any) {
+		if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = tombstone.Obj
+		}
+		if svc, ok := obj.(*corev1.Service); ok {
+			s.NotifyService(types.NamespacedName{Namespace: svc.Namespace, Name: endpoints.MeshServiceOfService(svc)})
+		}
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: changed,
+		UpdateFunc: func(oldObj, newObj any) {
+			changed(oldObj)
+			changed(newObj)
+		},
 		DeleteFunc: changed,
 	}
 }

@@ -36,12 +36,15 @@ import (
 	"github.com/meshlift/meshlift/internal/controlplane/caller"
 	"github.com/meshlift/meshlift/internal/controlplane/endpoints"
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/outbound"
 )
 
 // Resource types and SDS resource names (docs/control-plane.md).
 const (
 	TypeSecret                = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 	TypeClusterLoadAssignment = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	// TypeListener carries the outbound routes (outbound.ListenerName), on ADS only.
+	TypeListener = outbound.TypeListener
 
 	// SecretDefault is the caller's certificate; the caller may also name it by its SPIFFE ID.
 	SecretDefault = "default"
@@ -49,6 +52,7 @@ const (
 	SecretRootCA = "ROOTCA"
 
 	typeEndpoints = TypeClusterLoadAssignment
+	typeListeners = TypeListener
 )
 
 const (
@@ -82,6 +86,8 @@ type stream struct {
 
 	ended chan error    // the stream must end with this error (its pod is gone)
 	wake  chan struct{} // endpoints this stream watches changed
+	// wakeOutbound: the outbound routes changed (the stream subscribes to them).
+	wakeOutbound chan struct{}
 
 	node  *caller.Node
 	subs  map[string]*subscription
@@ -160,16 +166,17 @@ func (s *Server) serveStream(gs discoveryStream, service string) error {
 	}
 	log := s.log.WithValues("service", service, "peer", from, "pod", klog.KRef(id.Pod.Namespace, id.Pod.Name), "identity", id.SPIFFEID)
 	st := &stream{
-		srv:        s,
-		service:    service,
-		gs:         gs,
-		log:        log,
-		started:    started,
-		id:         id,
-		credential: cred,
-		ended:      make(chan error, 1),
-		wake:       make(chan struct{}, 1),
-		subs:       map[string]*subscription{},
+		srv:          s,
+		service:      service,
+		gs:           gs,
+		log:          log,
+		started:      started,
+		id:           id,
+		credential:   cred,
+		ended:        make(chan error, 1),
+		wake:         make(chan struct{}, 1),
+		wakeOutbound: make(chan struct{}, 1),
+		subs:         map[string]*subscription{},
 	}
 	s.register(st)
 	defer s.unregister(st)
@@ -241,6 +248,15 @@ func (st *stream) end(err error) {
 	}
 }
 
+// wakeOutboundRoutes makes the stream re-send the outbound routes if they changed (from any
+// goroutine).
+func (st *stream) wakeOutboundRoutes() {
+	select {
+	case st.wakeOutbound <- struct{}{}:
+	default:
+	}
+}
+
 // wakeEndpoints makes the stream re-send its endpoints if they changed (from any goroutine).
 func (st *stream) wakeEndpoints() {
 	select {
@@ -294,6 +310,8 @@ func (st *stream) run(ctx context.Context) error {
 			err = st.authorityChanged(ctx)
 		case <-st.wake:
 			err = st.push(ctx, typeEndpoints)
+		case <-st.wakeOutbound:
+			err = st.push(ctx, typeListeners)
 		}
 		if err != nil {
 			return err
@@ -310,10 +328,10 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 	if typeURL == "" && st.service == serviceSDS {
 		typeURL = TypeSecret
 	}
-	if typeURL != TypeSecret && (typeURL != typeEndpoints || st.service != serviceADS) {
+	if typeURL != TypeSecret && ((typeURL != typeEndpoints && typeURL != typeListeners) || st.service != serviceADS) {
 		served := TypeSecret
 		if st.service == serviceADS {
-			served += " and " + typeEndpoints
+			served += ", " + typeEndpoints + " and " + typeListeners
 		}
 		return identity.Refuse(identity.ReasonUnsupportedType, "this stream serves %s, not %q", served, typeURL)
 	}
@@ -425,9 +443,12 @@ func (st *stream) push(ctx context.Context, typeURL string) error {
 	var version, bundle string
 	var states map[types.NamespacedName]*serviceState
 	var err error
-	if typeURL == TypeSecret {
+	switch typeURL {
+	case TypeSecret:
 		resources, version, bundle, err = st.secrets(sub)
-	} else {
+	case typeListeners:
+		resources, version, err = st.outboundRoutes(ctx, sub)
+	default:
 		resources, version, states, err = st.assignments(ctx, sub)
 	}
 	if err != nil {
@@ -568,6 +589,22 @@ func (st *stream) assignments(ctx context.Context, sub *subscription) ([]*anypb.
 	return resources, hex.EncodeToString(version.Sum(nil)[:8]), states, nil
 }
 
+// outboundRoutes is the outbound routes listener, if the caller subscribed to it (by name, or to
+// every listener), and its version; the stream is woken when it changes. Other listener names
+// are left out of the response, as clusters that are not the caller's upstreams are.
+func (st *stream) outboundRoutes(ctx context.Context, sub *subscription) ([]*anypb.Any, string, error) {
+	index := st.srv.outbound
+	if _, named := slices.BinarySearch(sub.names, outbound.ListenerName); !sub.wildcard && !named {
+		index.unsubscribe(st)
+		return nil, "none", nil
+	}
+	res, err := index.subscribe(ctx, st)
+	if err != nil {
+		return nil, "", status.Errorf(codes.Unavailable, "outbound routes cannot be computed now (%v); retry", err)
+	}
+	return []*anypb.Any{res.any}, res.digest, nil
+}
+
 // issue signs a leaf for the caller with the current Authority: for the key of its CSR, or a
 // key generated here (sent with the certificate).
 func (st *stream) issue(reason string) error {
@@ -686,6 +723,8 @@ func shortType(typeURL string) string {
 		return "secret"
 	case TypeClusterLoadAssignment:
 		return "endpoints"
+	case TypeListener:
+		return "listeners"
 	}
 	return "other"
 }

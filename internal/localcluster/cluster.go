@@ -238,10 +238,13 @@ func (c *Cluster) ensureBinaries() error {
 
 func (c *Cluster) writeFiles() error {
 	l, cfg := c.Layout, c.Config
-	for _, dir := range []string{l.path("kubeconfigs"), l.path("config"), l.path("bin"), l.CNIConfDir(), l.CNIDataDir(), l.KubeletRootDir(), l.PodLogsDir()} {
+	for _, dir := range []string{l.path("kubeconfigs"), l.path("config"), l.path("bin"), l.CNIConfDir(), l.CNIDataDir(), l.CNIBinDir(), l.KubeletRootDir(), l.PodLogsDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
+	}
+	if err := linkCNIPlugins(HostCNIBinDir, l.CNIBinDir()); err != nil {
+		return err
 	}
 	pki := l.PKI()
 	if _, err := pki.Ensure(ClusterCerts(cfg.NodeName, cfg.NodeIP, cfg.APIServiceIP), time.Now()); err != nil {
@@ -1125,4 +1128,30 @@ func ParseDefaultRouteInterface(routes io.Reader) (string, error) {
 		}
 	}
 	return "", errors.New("no default route in /proc/net/route: pass --node-ip")
+}
+
+// HostCNIBinDir is where Debian's containernetworking-plugins package puts the CNI plugins.
+const HostCNIBinDir = "/usr/lib/cni"
+
+// linkCNIPlugins links every plugin of host into dir (the runtime's bin_dir), so that a chained
+// plugin can be installed into dir while the host's directory stays as the package left it.
+// Links that exist already are kept; the plugins are never copied.
+func linkCNIPlugins(host, dir string) error {
+	entries, err := os.ReadDir(host)
+	if err != nil {
+		return fmt.Errorf("failed to read the host's CNI plugins in %s: %w", host, err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		link := filepath.Join(dir, e.Name())
+		if _, err := os.Lstat(link); err == nil {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(host, e.Name()), link); err != nil {
+			return fmt.Errorf("failed to link the CNI plugin %s into %s: %w", e.Name(), dir, err)
+		}
+	}
+	return nil
 }

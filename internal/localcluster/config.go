@@ -90,6 +90,11 @@ func (l Layout) HostStateFile() string         { return l.path("host-state.json"
 func (l Layout) CRIDir() string                { return l.path("containerd", "root", "io.containerd.grpc.v1.cri") }
 func (l Layout) Binary(name string) string     { return filepath.Join(l.BinDir, name) }
 
+// CNIBinDir is the runtime's CNI binary directory: links to the host's plugins (HostCNIBinDir)
+// next to which a chained plugin such as meshlift-cni can be installed without touching the
+// host's package directory.
+func (l Layout) CNIBinDir() string { return l.path("cni", "bin") }
+
 // Process is a command the cluster runs.
 type Process struct {
 	Name string
@@ -209,7 +214,7 @@ func ContainerdConfig(l Layout, c Config, runcBinary string) string {
 		`        BinaryName = ` + q(runcBinary),
 		`        Root = ` + q(l.path("containerd", "runc")), // runc's state, not /run/containerd/runc
 		`  [plugins."io.containerd.grpc.v1.cri".cni]`,
-		`    bin_dir = "/usr/lib/cni"`,
+		`    bin_dir = ` + q(l.CNIBinDir()),
 		`    conf_dir = ` + q(l.CNIConfDir()),
 	}
 	return strings.Join(lines, "\n") + "\n"

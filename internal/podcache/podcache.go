@@ -2,7 +2,8 @@
 // a large cluster, and it reads a small part of each (ARCHITECTURE.md §9: under 150 MB with
 // 10,000 pods). Slim drops the rest before a pod enters the cache, FilterTransport drops it from
 // the API server's responses before a pod is even decoded, and SlimEndpointSlice keeps of
-// EndpointSlices what InPlace drains read.
+// EndpointSlices what InPlace drains read. SlimService keeps of Services what the control plane's
+// outbound routes read.
 //
 // What is kept of a pod is what the controllers, the control plane and the rollout planner read:
 //   - the metadata, but managed fields and the annotations outside the meshlift.io domain;
@@ -31,6 +32,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,15 +41,17 @@ import (
 	"github.com/meshlift/meshlift/internal/sidecar"
 )
 
-// CacheOptions are the manager's cache options: pods slimmed by Slim and EndpointSlices by
-// SlimEndpointSlice, managed fields dropped from every other object. EndpointSlices are only
-// ever read, so the cache hands out its own copies of them rather than deep copies.
+// CacheOptions are the manager's cache options: pods slimmed by Slim, EndpointSlices by
+// SlimEndpointSlice and Services by SlimService, managed fields dropped from every other object.
+// EndpointSlices and Services are only ever read, so the cache hands out its own copies of them
+// rather than deep copies.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:                {Transform: Transform},
 			&discoveryv1.EndpointSlice{}: {Transform: Transform, UnsafeDisableDeepCopy: new(true)},
+			&corev1.Service{}:            {Transform: Transform, UnsafeDisableDeepCopy: new(true)},
 		},
 	}
 }
@@ -67,13 +71,16 @@ func CacheOptionsFor(cfg *rest.Config) (cache.Options, error) {
 	return opts, nil
 }
 
-// Transform is Slim and SlimEndpointSlice as a cache transform; other objects pass unchanged.
+// Transform is Slim, SlimEndpointSlice and SlimService as a cache transform; other objects pass
+// unchanged.
 func Transform(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		Slim(o)
 	case *discoveryv1.EndpointSlice:
 		SlimEndpointSlice(o)
+	case *corev1.Service:
+		SlimService(o)
 	}
 	return obj, nil
 }
@@ -229,6 +236,23 @@ func SlimEndpointSlice(slice *discoveryv1.EndpointSlice) {
 		})
 	}
 	slice.Endpoints = endpoints
+}
+
+// SlimService drops, in place, what the operator never reads from a Service: of its metadata
+// all but the name, namespace, UID, resource version and meshlift.io annotations; of its spec
+// all but its type, ClusterIPs and ports (name, protocol, port, targetPort); its status.
+func SlimService(svc *corev1.Service) {
+	svc.ObjectMeta = metav1.ObjectMeta{
+		Name: svc.Name, Namespace: intern(svc.Namespace), UID: svc.UID, ResourceVersion: svc.ResourceVersion,
+		Generation: svc.Generation, DeletionTimestamp: svc.DeletionTimestamp,
+		Annotations: operatorAnnotations(svc.Annotations),
+	}
+	ports := make([]corev1.ServicePort, len(svc.Spec.Ports))
+	for i, p := range svc.Spec.Ports {
+		ports[i] = corev1.ServicePort{Name: intern(p.Name), Protocol: p.Protocol, Port: p.Port, TargetPort: p.TargetPort}
+	}
+	svc.Spec = corev1.ServiceSpec{Type: svc.Spec.Type, ClusterIP: svc.Spec.ClusterIP, ClusterIPs: svc.Spec.ClusterIPs, Ports: ports}
+	svc.Status = corev1.ServiceStatus{}
 }
 
 // operatorAnnotations are the annotations of the operator's own domain, meshlift.io and its

@@ -29,6 +29,10 @@ type trackedConn struct {
 	accepted time.Time
 	kind     atomic.Uint32 // a connKind, set once the connection is classified
 
+	// peer is the SPIFFE ID of an inbound mTLS client, set after the handshake and before the
+	// connection is served (X-Meshlift-Peer-Identity).
+	peer string
+
 	// The HTTP/1 server's view (ConnState hook), for closing idle connections in a drain.
 	http1State atomic.Int32 // 0: not served by the HTTP/1 server; else http.ConnState+1
 	http1Since atomic.Int64 // Unix nanoseconds of the last change to StateNew or StateIdle
@@ -207,6 +211,7 @@ func (p *Proxy) newHTTPServers(g *generation, t *target) *httpServers {
 		IdleTimeout:       p.opts.IdleTimeout,
 		ErrorLog:          p.httpErrorLog,
 		ConnState:         recordHTTP1State,
+		ConnContext:       withPeerIdentity,
 		// Never HTTP/2 here: HTTP/2 connections go to the http2 server.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
@@ -276,7 +281,7 @@ func (g *generation) serveHTTP(t *target, c net.Conn, h2 bool) {
 	}
 	servers := g.servers[t.httpIndex]
 	if h2 {
-		servers.http2.ServeConn(c, &http2.ServeConnOpts{Context: g.ctx, BaseConfig: servers.http2Base})
+		servers.http2.ServeConn(c, &http2.ServeConnOpts{Context: withPeerIdentity(g.ctx, c), BaseConfig: servers.http2Base})
 		_ = c.Close()
 		return
 	}

@@ -10,7 +10,7 @@
 //	p.SetTrustBundle(bundlePEM)        // SDS, any time
 //	p.SetEndpoints(cluster, endpoints) // EDS, any time; cluster is the upstream's SNI
 //	listeners, err := p.Bind()         // or the sockets received in a handoff, by name
-//	p.Start(listeners)                 // names: InboundListener, OutboundListener(localPort)
+//	p.Start(listeners)                 // names: InboundListener, OutboundListener(localPort), AppProbesListener
 //	p.StopAccepting()                  // TAKEOVER received: the sockets stay open
 //	p.Retire(ctx, proxy.RetireOptions{ // HTTP/1 and HTTP/2 move to the new process; TCP,
 //		DrainTimeout: d, MaxDuration: budget, // upgraded and in-flight HTTP/2 stay until they end
@@ -27,9 +27,14 @@
 // handshakes) and requires a client certificate that chains to the trust bundle and carries
 // exactly one SPIFFE ID of the trust domain. The SNI <port-name>.<meshservice>.<namespace> picks
 // the app port (proxyconfig.Config.Route); an unknown SNI is refused. Plaintext is refused when
-// mTLS is STRICT and, when PERMISSIVE, goes to the first declared port (it has no SNI). HTTP,
-// HTTP2 and GRPC ports offer ALPN h2 and http/1.1 and are proxied per request, to the app over
-// HTTP/1.1 (HTTP ports) or h2c with prior knowledge (HTTP2, GRPC); TCP ports are piped.
+// mTLS is STRICT. When PERMISSIVE, plaintext that inbound capture redirected (its original
+// destination, origdst.OriginalDst, is an app port X, not the listener's own port) goes to the
+// app on localhost:X with the protocol of the declared port numbered X, or piped as TCP when X is
+// not declared (a silent client is piped after ProtocolDetectionTimeout: the server speaks
+// first); plaintext that dialed the inbound port itself goes to the first declared port (it has
+// no SNI). TLS is routed by SNI either way. HTTP, HTTP2 and GRPC ports offer ALPN h2 and
+// http/1.1 and are proxied per request, to the app over HTTP/1.1 (HTTP ports) or h2c with prior
+// knowledge (HTTP2, GRPC); TCP ports are piped.
 //
 // Outbound (one listener per upstream, on 127.0.0.1 only): the first bytes from the app tell
 // HTTP/1 and h2c from anything else. HTTP is proxied per request, each request to an endpoint
@@ -59,8 +64,20 @@
 // request), HTTP/2 connections get a GOAWAY, in-flight requests complete, TCP streams run until
 // they end or the drain's context does.
 //
-// The proxy adds no header. It removes hop-by-hop headers and keeps trailers ("TE: trailers" and
-// response trailers, for gRPC), Upgrade (WebSocket) and a missing Content-Type.
+// The proxy adds one header: X-Meshlift-Peer-Identity (PeerIdentityHeader), the client's
+// SPIFFE ID, on inbound requests received over mTLS. It removes every copy of that header a
+// client sent (over mTLS or plaintext, inbound and outbound), so the app can trust it: absent
+// means plaintext. It removes hop-by-hop headers and keeps trailers ("TE: trailers" and response
+// trailers, for gRPC), Upgrade (WebSocket) and a missing Content-Type.
+//
+// App probes (AppProbesListener, plain HTTP on every address, port Options.AppProbePort, 15020):
+// GET proxyconfig.AppProbePath(container, kind) runs the container's original probe of that kind,
+// read from the pod's annotations file (Options.AnnotationsFile) at each request, against the
+// app on AppHost as the kubelet would (httpGet: 200-399 is a success, redirects are not followed;
+// tcpSocket: a connect), within its timeoutSeconds (1s by default), and answers 200, or 503 with
+// the reason; 404 for any other path and for a probe the pod does not have. The listener is
+// handed over like the others; its connections carry one request each and are not part of a
+// drain. Bind goes on without it when its port is taken (logged): the data path matters more.
 //
 // Metrics (Collectors), all prefixed meshlift_proxy_: requests_total{direction,target,code},
 // request_errors_total{direction,target,reason}, request_duration_seconds{direction},

@@ -93,7 +93,7 @@ func FuzzRequestHead(f *testing.F) {
 		}
 		var out bytes.Buffer
 		w := bufio.NewWriter(&out)
-		writeRequestHead(w, h, "upstream:80")
+		writeRequestHead(w, h, "upstream:80", "")
 		_ = w.Flush()
 		forwarded := out.Bytes()
 		for i, c := range forwarded {

@@ -76,6 +76,8 @@ const (
 	fieldExpect
 	// fieldHop: the other hop-by-hop fields (Keep-Alive, Proxy-Connection, Trailer).
 	fieldHop
+	// fieldPeerIdentity: PeerIdentityHeader, never forwarded as a client sent it.
+	fieldPeerIdentity
 )
 
 // hop reports whether a field is hop-by-hop (isHopHeader's list), never forwarded as is.
@@ -589,6 +591,10 @@ func kindOf(name []byte) fieldKind {
 		if asciiEqualFold(name, "Transfer-Encoding") {
 			return fieldTransferEncoding
 		}
+	case len(PeerIdentityHeader):
+		if asciiEqualFold(name, PeerIdentityHeader) {
+			return fieldPeerIdentity
+		}
 	}
 	return fieldOther
 }
@@ -668,9 +674,10 @@ var hostByte = func() (t [256]bool) {
 
 // writeRequestHead writes the head a request goes on with: HTTP/1.1, Host first (defaultHost,
 // the upstream's address, when the request has none, as net/http's transport does), the fields
-// without hop-by-hop ones and those named by Connection, "TE: trailers" when the client asked for
+// without hop-by-hop ones, those named by Connection and PeerIdentityHeader, then
+// PeerIdentityHeader with peerIdentity when it is set, "TE: trailers" when the client asked for
 // trailers, the upgrade when it asked for one, then the framing of the body as it will be sent.
-func writeRequestHead(w *bufio.Writer, h *h1Head, defaultHost string) {
+func writeRequestHead(w *bufio.Writer, h *h1Head, defaultHost, peerIdentity string) {
 	_, _ = w.Write(h.bytes(h.method))
 	_ = w.WriteByte(' ')
 	target := h.bytes(h.target)
@@ -690,6 +697,11 @@ func writeRequestHead(w *bufio.Writer, h *h1Head, defaultHost string) {
 			_, _ = w.Write(h.buf[f.name.start:f.value.end])
 			_, _ = w.WriteString("\r\n")
 		}
+	}
+	if peerIdentity != "" {
+		_, _ = w.WriteString(PeerIdentityHeader + ": ")
+		_, _ = w.WriteString(peerIdentity)
+		_, _ = w.WriteString("\r\n")
 	}
 	if h.teTrailers {
 		_, _ = w.WriteString("Te: trailers\r\n")

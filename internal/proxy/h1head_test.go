@@ -17,7 +17,7 @@ func forwardHead(raw string) (string, *h1Head, error) {
 	}
 	var out bytes.Buffer
 	w := bufio.NewWriter(&out)
-	writeRequestHead(w, h, "10.0.0.1:8080")
+	writeRequestHead(w, h, "10.0.0.1:8080", "")
 	_ = w.Flush()
 	return out.String(), h, nil
 }

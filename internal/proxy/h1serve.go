@@ -345,7 +345,11 @@ func (c *h1Conn) dial(e *endpoint, pool *h1Pool) (*h1Upstream, error) {
 // send writes the request head and, when it was read whole, the body; a streamed body is sent
 // by a new copier.
 func (c *h1Conn) send(u *h1Upstream) error {
-	writeRequestHead(u.bw, &c.req, u.address)
+	peer := ""
+	if c.rt.dir == inbound && c.tracked != nil {
+		peer = c.tracked.peer
+	}
+	writeRequestHead(u.bw, &c.req, u.address, peer)
 	if c.stream.active {
 		if err := u.bw.Flush(); err != nil {
 			return &sendError{err: err}

@@ -14,8 +14,8 @@ import (
 const maxIdleConnsPerHost = 128
 
 // route proxies the HTTP requests of one target: an inbound port to the app on localhost, or an
-// outbound listener to the endpoints of its upstream cluster. It adds no header and removes only
-// the hop-by-hop ones.
+// outbound listener to the endpoints of its upstream cluster. It removes the hop-by-hop headers and
+// any PeerIdentityHeader a client sent, and adds PeerIdentityHeader to inbound requests over mTLS.
 type route struct {
 	p     *Proxy
 	dir   direction
@@ -62,6 +62,7 @@ func (rt *route) serve(w http.ResponseWriter, r *http.Request, g *generation) {
 	out.RequestURI = ""
 	out.Close = false
 	out.Header = forwardedHeader(r.Header, upgrade)
+	setPeerIdentity(out.Header, r.Context(), rt.dir)
 
 	var res *http.Response
 	var e *endpoint

@@ -23,6 +23,10 @@ import (
 // InboundListener is the name of the inbound listener.
 const InboundListener = "inbound"
 
+// AppProbesListener is the name of the listener for the app's rewritten kubelet probes
+// (probes.go): plain HTTP on Options.AppProbePort, every address.
+const AppProbesListener = "app-probes"
+
 // OutboundListener is the name of the outbound listener of the upstream on localPort.
 func OutboundListener(localPort int) string { return "outbound:" + strconv.Itoa(localPort) }
 
@@ -75,6 +79,12 @@ type Options struct {
 	MaxConnectAttempts int
 	// AppHost is where the app listens (127.0.0.1).
 	AppHost string
+	// AppProbePort is the port of AppProbesListener (proxyconfig.AppProbePort, 15020); negative:
+	// no such listener.
+	AppProbePort int
+	// AnnotationsFile is the pod's downward-API annotations file, where the app's original
+	// probes are (proxyconfig.OriginalProbesAnnotation). Without it every probe is unknown (404).
+	AnnotationsFile string
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -109,6 +119,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.AppHost == "" {
 		o.AppHost = "127.0.0.1"
 	}
+	if o.AppProbePort == 0 {
+		o.AppProbePort = proxyconfig.AppProbePort
+	}
 	switch {
 	case o.Namespace == "":
 		return o, errors.New("the pod's namespace is required")
@@ -116,6 +129,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("load balancing %q is not %s or %s", o.LoadBalancing, RoundRobin, LeastRequest)
 	case o.MaxConnectAttempts < 1 || o.MaxConnectAttempts > maxConnectAttempts:
 		return o, fmt.Errorf("max connect attempts %d is not from 1 to %d", o.MaxConnectAttempts, maxConnectAttempts)
+	case o.AppProbePort > 65535:
+		return o, fmt.Errorf("app probe port %d is not a port number (1 to 65535, or negative for none)", o.AppProbePort)
 	}
 	return o, nil
 }
@@ -136,7 +151,11 @@ type Proxy struct {
 
 	listenerNames   []string
 	inboundPorts    map[string]*target // by port name
+	inboundNumbers  map[int]*target    // by port number, for captured connections
 	plaintextTarget *target
+	undeclaredOnce  sync.Once
+	undeclared      *targetStats       // captured plaintext to ports the MeshService does not declare
+	probes          *appProbes         // nil without AppProbesListener
 	outbound        map[string]*target // by listener name
 	clusters        map[string]*cluster
 	httpTargets     []*target
@@ -161,7 +180,8 @@ type listener struct {
 	name   string
 	ln     net.Listener
 	dl     interface{ SetDeadline(time.Time) error }
-	target *target // nil for the inbound listener
+	target *target // nil for the inbound and app probe listeners
+	probes bool    // AppProbesListener
 	stop   chan struct{}
 	done   chan struct{}
 
@@ -178,15 +198,16 @@ func New(cfg proxyconfig.Config, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("invalid proxy options: %w", err)
 	}
 	p := &Proxy{
-		cfg:          cfg,
-		opts:         opts,
-		log:          opts.Logger,
-		metrics:      newMetrics(),
-		permissive:   cfg.MTLSMode == "PERMISSIVE",
-		inboundPorts: map[string]*target{},
-		outbound:     map[string]*target{},
-		clusters:     map[string]*cluster{},
-		gens:         map[*generation]struct{}{},
+		cfg:            cfg,
+		opts:           opts,
+		log:            opts.Logger,
+		metrics:        newMetrics(),
+		permissive:     cfg.MTLSMode == "PERMISSIVE",
+		inboundPorts:   map[string]*target{},
+		inboundNumbers: map[int]*target{},
+		outbound:       map[string]*target{},
+		clusters:       map[string]*cluster{},
+		gens:           map[*generation]struct{}{},
 	}
 	p.httpErrorLog = log.New(httpLogWriter{log: p.log.V(1)}, "", 0)
 	p.noTrustServer = &tls.Config{
@@ -217,6 +238,9 @@ func New(cfg proxyconfig.Config, opts Options) (*Proxy, error) {
 			p.addHTTPTarget(t, rt)
 		}
 		p.inboundPorts[port.Name] = t
+		if _, ok := p.inboundNumbers[port.Port]; !ok {
+			p.inboundNumbers[port.Port] = t
+		}
 		if p.plaintextTarget == nil {
 			p.plaintextTarget = t
 		}
@@ -238,6 +262,10 @@ func New(cfg proxyconfig.Config, opts Options) (*Proxy, error) {
 		p.outbound[name] = t
 		p.listenerNames = append(p.listenerNames, name)
 	}
+	if opts.AppProbePort > 0 {
+		p.probes = p.newAppProbes()
+		p.listenerNames = append(p.listenerNames, AppProbesListener)
+	}
 	return p, nil
 }
 
@@ -251,14 +279,18 @@ func (p *Proxy) addHTTPTarget(t *target, rt *route) {
 func (p *Proxy) Collectors() []prometheus.Collector { return p.metrics.collectors() }
 
 // ListenerNames are the listeners the configuration asks for: InboundListener, then
-// OutboundListener(port) per upstream, in the configuration's order.
+// OutboundListener(port) per upstream, in the configuration's order, then AppProbesListener
+// (unless Options.AppProbePort is negative).
 func (p *Proxy) ListenerNames() []string { return slices.Clone(p.listenerNames) }
 
-// ListenAddress is where Bind listens for a listener: the inbound port on every address (IPv4
-// and IPv6), an outbound port on 127.0.0.1 only.
+// ListenAddress is where Bind listens for a listener: the inbound port and the app probe port
+// on every address (IPv4 and IPv6), an outbound port on 127.0.0.1 only.
 func (p *Proxy) ListenAddress(name string) (string, error) {
 	if name == InboundListener {
 		return net.JoinHostPort("", strconv.Itoa(p.cfg.InboundPort)), nil
+	}
+	if name == AppProbesListener && p.probes != nil {
+		return net.JoinHostPort("", strconv.Itoa(p.opts.AppProbePort)), nil
 	}
 	if _, ok := p.outbound[name]; ok {
 		return net.JoinHostPort("127.0.0.1", strings.TrimPrefix(name, "outbound:")), nil
@@ -267,7 +299,10 @@ func (p *Proxy) ListenAddress(name string) (string, error) {
 }
 
 // Bind opens the named listeners (all of ListenerNames when none is named), for a process that
-// received none in a handoff. On error it closes what it opened.
+// received none in a handoff. On error it closes what it opened. AppProbesListener is optional:
+// when its port is taken (a proxy run where something else has 15020) Bind logs the error and
+// returns the others without it, so the data path still starts; the app's rewritten probes then
+// fail, which the pod's events show.
 func (p *Proxy) Bind(names ...string) (map[string]net.Listener, error) {
 	if len(names) == 0 {
 		names = p.listenerNames
@@ -279,6 +314,11 @@ func (p *Proxy) Bind(names ...string) (map[string]net.Listener, error) {
 			var l net.Listener
 			if l, err = net.Listen("tcp", address); err == nil {
 				bound[name] = l
+				continue
+			}
+			if name == AppProbesListener {
+				p.log.Error(err, "Cannot bind the app probe listener; serving without it (the app's rewritten probes fail until a proxy binds it)",
+					"listener", name, "address", address)
 				continue
 			}
 		}
@@ -308,8 +348,8 @@ func (p *Proxy) Start(listeners map[string]net.Listener) error {
 		if !ok {
 			return fmt.Errorf("listener %s is a %T, which cannot stop accepting without closing", name, ln)
 		}
-		l := &listener{name: name, ln: ln, dl: dl}
-		if name != InboundListener {
+		l := &listener{name: name, ln: ln, dl: dl, probes: name == AppProbesListener}
+		if name != InboundListener && !l.probes {
 			l.target = p.outbound[name]
 			addr, ok := ln.Addr().(*net.TCPAddr)
 			if !ok || !addr.IP.IsLoopback() {
@@ -333,6 +373,9 @@ func (p *Proxy) Start(listeners map[string]net.Listener) error {
 	}
 	p.started = true
 	p.listeners = ls
+	if p.probes != nil {
+		p.probes.start()
+	}
 	p.resumeLocked()
 	names := make([]string, len(ls))
 	for i, l := range ls {
@@ -533,6 +576,12 @@ func (p *Proxy) accept(g *generation, l *listener, stop <-chan struct{}, done ch
 			}
 		default:
 		}
+		if l.probes {
+			// Probe connections are not tracked in a generation: each carries one short
+			// request (no keep-alive), answered by this process even after it handed off.
+			p.probes.serve(raw)
+			continue
+		}
 		if c := g.track(raw, dir, l.name); c != nil {
 			go p.serveConn(c, l.target)
 		}
@@ -566,6 +615,9 @@ func (p *Proxy) Close() error {
 	}
 	for _, g := range gens {
 		g.close()
+	}
+	if p.probes != nil {
+		p.probes.close()
 	}
 	for _, t := range p.httpTargets {
 		if rt := t.route; rt.cluster != nil {

@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"time"
 
+	"github.com/meshlift/meshlift/internal/capture/origdst"
 	"github.com/meshlift/meshlift/internal/proxyconfig"
 )
 
@@ -45,10 +47,26 @@ func (p *Proxy) serveConn(c *trackedConn, t *target) {
 }
 
 // serveInbound: a TLS ClientHello is mTLS routed by SNI; anything else is plaintext, refused
-// when mTLS is STRICT and sent to the first declared port when PERMISSIVE.
+// when mTLS is STRICT and, when PERMISSIVE, sent to the app port the client dialed when capture
+// redirected the connection (plaintextTargetFor), else to the first declared port. A redirected
+// PERMISSIVE connection to a TCP port that stays silent for ProtocolDetectionTimeout is piped
+// as well (the server speaks first: SMTP, MySQL), as on outbound listeners.
 func (p *Proxy) serveInbound(c *trackedConn) {
 	deadline := time.Now().Add(p.opts.HandshakeTimeout)
-	if err := c.sniffFirstByte(c.Conn, deadline); err != nil {
+	var plain *target
+	firstByte, serverFirst := deadline, false
+	if p.permissive {
+		var redirected bool
+		plain, redirected = p.plaintextTargetFor(c)
+		if redirected && plain.route == nil {
+			firstByte, serverFirst = time.Now().Add(p.opts.ProtocolDetectionTimeout), true
+		}
+	}
+	if err := c.sniffFirstByte(c.Conn, firstByte); err != nil {
+		if serverFirst && isTimeout(err) {
+			p.pipeToApp(plain, c)
+			return
+		}
 		_ = c.Close()
 		return
 	}
@@ -62,17 +80,45 @@ func (p *Proxy) serveInbound(c *trackedConn) {
 		_ = c.Close()
 		return
 	}
-	t := p.plaintextTarget
-	if t == nil {
+	if plain == nil {
 		_ = c.Close()
 		return
 	}
-	if t.route == nil {
-		p.pipeToApp(t, c)
+	if plain.route == nil {
+		p.pipeToApp(plain, c)
 		return
 	}
 	proto, _ := c.sniff(c.Conn, deadline)
-	c.gen.serveHTTP(t, c, proto == protoHTTP2)
+	c.gen.serveHTTP(plain, c, proto == protoHTTP2)
+}
+
+// undeclaredTarget names, in metrics, the captured plaintext connections to app ports the
+// MeshService does not declare (not a DNS label, so no declared port has that name).
+const undeclaredTarget = "_undeclared"
+
+// plaintextTargetFor is where a PERMISSIVE plaintext connection goes. One that inbound capture
+// redirected (its original destination port is not the port it was accepted on) goes to the
+// app port it was addressed to: with that declared port's protocol, or piped as TCP when the
+// MeshService does not declare it. One that dialed the inbound listener itself (or whose
+// original destination cannot be read: no conntrack entry, so not redirected) goes to the
+// first declared port, which has no SNI to say otherwise (nil when there is none).
+func (p *Proxy) plaintextTargetFor(c *trackedConn) (t *target, redirected bool) {
+	local, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return p.plaintextTarget, false
+	}
+	dst, err := origdst.OriginalDst(c.Conn)
+	if err != nil || int(dst.Port()) == local.Port {
+		return p.plaintextTarget, false
+	}
+	port := int(dst.Port())
+	if t := p.inboundNumbers[port]; t != nil {
+		return t, true
+	}
+	p.undeclaredOnce.Do(func() { p.undeclared = p.metrics.forTarget(inbound, undeclaredTarget) })
+	return &target{dir: inbound, name: undeclaredTarget, stats: p.undeclared,
+		port:       proxyconfig.Port{Name: undeclaredTarget, Port: port, Protocol: protocolTCP},
+		appAddress: net.JoinHostPort(p.opts.AppHost, strconv.Itoa(port))}, true
 }
 
 func (p *Proxy) serveInboundTLS(c *trackedConn, deadline time.Time) {
@@ -97,10 +143,9 @@ func (p *Proxy) serveInboundTLS(c *trackedConn, deadline time.Time) {
 		return
 	}
 	t := p.inboundPorts[port.Name]
-	if log := p.log.V(1); log.Enabled() {
-		peer, _ := spiffeIDOf(state.PeerCertificates[0])
-		log.Info("Accepted an inbound mTLS connection", "peer", peer, "port", port.Name, "alpn", state.NegotiatedProtocol)
-	}
+	// The handshake verified that the leaf carries exactly one SPIFFE ID of the trust domain.
+	c.peer, _ = spiffeIDOf(state.PeerCertificates[0])
+	p.log.V(1).Info("Accepted an inbound mTLS connection", "peer", c.peer, "port", port.Name, "alpn", state.NegotiatedProtocol)
 	if t.route == nil {
 		p.pipeToApp(t, conn)
 		return

@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"os"
@@ -32,6 +33,8 @@ type corpusCase struct {
 	ms      *meshv1alpha1.MeshService
 	version *meshv1alpha1.SidecarVersion
 	opts    sidecar.Options
+	// pod is the file of testdata/pods when it is not name's.
+	pod string
 }
 
 func corpus() []corpusCase {
@@ -67,28 +70,46 @@ func corpus() []corpusCase {
 	opts := sidecar.DefaultOptions()
 	fullIdle := sidecar.DefaultOptions()
 	fullIdle.FullIdleResources = true
+	cni := sidecar.DefaultOptions()
+	cni.CaptureMode, cni.CaptureOutbound = sidecar.CaptureModeCNI, true
+	initContainer := sidecar.DefaultOptions()
+	initContainer.CaptureMode, initContainer.CaptureOutbound = sidecar.CaptureModeInitContainer, true
+	initContainer.CaptureInitImage = "meshlift/meshlift-cni:1.0.0"
+	noOutbound := gen.MeshService("web", inShop, func(ms *meshv1alpha1.MeshService) {
+		ms.Spec.Capture = &meshv1alpha1.CaptureSpec{Outbound: ptr.To(false)}
+	})
 
 	cases := []corpusCase{
-		{"basic", web, v1, opts},
-		{"probes", web, v1, opts},
-		{"init-containers", web, v1, opts},
-		{"volumes", web, v1, opts},
-		{"restricted", web, v1, opts},
-		{"existing-native-sidecar", web, v1, opts},
-		{"already-injected", web, v1, opts},
-		{"opt-out", web, v1, opts},
-		{"two-meshservices", nil, v1, opts}, // the MeshService is selected below
-		{"cold-version", web, cold, opts},
-		{"regular-containers", regular, v1, opts},
-		{"readiness-gate", gated, v1, opts},
-		{"upstreams-permissive", checkout, v1, opts},
-		{"multi-container", web, v1, opts},
-		{"host-network", web, v1, opts},
-		{"port-conflict", web, v1, opts},
-		{"no-token-automount", web, v1, fullIdle},
-		{"version-args-env", web, tuned, opts},
-		{"name-conflict", web, v1, opts},
-		{"reserved-volume-mount", web, v1, opts},
+		{"basic", web, v1, opts, ""},
+		{"probes", web, v1, opts, ""},
+		{"init-containers", web, v1, opts, ""},
+		{"volumes", web, v1, opts, ""},
+		{"restricted", web, v1, opts, ""},
+		{"existing-native-sidecar", web, v1, opts, ""},
+		{"already-injected", web, v1, opts, ""},
+		{"opt-out", web, v1, opts, ""},
+		{"two-meshservices", nil, v1, opts, ""}, // the MeshService is selected below
+		{"cold-version", web, cold, opts, ""},
+		{"regular-containers", regular, v1, opts, ""},
+		{"readiness-gate", gated, v1, opts, ""},
+		{"upstreams-permissive", checkout, v1, opts, ""},
+		{"multi-container", web, v1, opts, ""},
+		{"host-network", web, v1, opts, ""},
+		{"port-conflict", web, v1, opts, ""},
+		{"no-token-automount", web, v1, fullIdle, ""},
+		{"version-args-env", web, tuned, opts, ""},
+		{"name-conflict", web, v1, opts, ""},
+		{"reserved-volume-mount", web, v1, opts, ""},
+		// Traffic capture (off by default: "capture-off" is the probes pod with the defaults).
+		{name: "capture-off", ms: web, version: v1, opts: opts, pod: "capture-probes"},
+		{name: "capture-cni", ms: web, version: v1, opts: cni, pod: "basic"},
+		{name: "capture-outbound-opt-out", ms: noOutbound, version: v1, opts: cni, pod: "basic"},
+		{name: "capture-init-container", ms: web, version: v1, opts: initContainer, pod: "init-containers"},
+		{name: "capture-init-container-regular-containers", ms: regular, version: v1, opts: initContainer, pod: "init-containers"},
+		{name: "capture-probes", ms: web, version: v1, opts: cni},
+		{name: "capture-probes-cold-version", ms: web, version: cold, opts: cni, pod: "capture-probes"},
+		{name: "capture-already-rewritten", ms: web, version: v1, opts: cni},
+		{name: "capture-malformed-exclusions", ms: web, version: v1, opts: cni},
 	}
 	return cases
 }
@@ -121,12 +142,13 @@ func loadPod(t testing.TB, name string) *corev1.Pod {
 type goldenResult struct {
 	Skipped     string                `json:"skipped,omitempty"`
 	Message     string                `json:"message,omitempty"`
+	Warnings    []string              `json:"warnings,omitempty"`
 	MeshService string                `json:"meshService,omitempty"`
 	Patch       []jsonpatch.Operation `json:"patch"`
 }
 
 func injectCase(t testing.TB, c corpusCase) (*corev1.Pod, sidecar.Result, string) {
-	pod := loadPod(t, c.name)
+	pod := loadPod(t, cmp.Or(c.pod, c.name))
 	ms := c.ms
 	if ms == nil {
 		var others []string
@@ -150,7 +172,7 @@ func TestInjectionMatchesTheGoldenPatches(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := goldenResult{Skipped: res.Skipped, Message: res.Message, MeshService: msName, Patch: patch}
+			got := goldenResult{Skipped: res.Skipped, Message: res.Message, Warnings: res.Warnings, MeshService: msName, Patch: patch}
 			if got.Patch == nil {
 				got.Patch = []jsonpatch.Operation{}
 			}
@@ -182,6 +204,9 @@ func TestInjectionMatchesTheGoldenPatches(t *testing.T) {
 			if got.Skipped != want.Skipped || got.Message != want.Message || got.MeshService != want.MeshService {
 				t.Errorf("skipped/message/meshService = %q/%q/%q, want %q/%q/%q (run with -update to accept)",
 					got.Skipped, got.Message, got.MeshService, want.Skipped, want.Message, want.MeshService)
+			}
+			if !slices.Equal(got.Warnings, want.Warnings) {
+				t.Errorf("warnings = %q, want %q (run with -update to accept)", got.Warnings, want.Warnings)
 			}
 			// Patches are compared by what they do: both applied to the pod must give the same pod.
 			gotPod, wantPod := applyPatch(t, pod, got.Patch), applyPatch(t, pod, want.Patch)
@@ -246,7 +271,7 @@ func TestInjectionDoesNotModifyItsInput(t *testing.T) {
 	for _, c := range corpus() {
 		t.Run(c.name, func(t *testing.T) {
 			pod, _, _ := injectCase(t, c)
-			if !equality.Semantic.DeepEqual(pod, loadPod(t, c.name)) {
+			if !equality.Semantic.DeepEqual(pod, loadPod(t, cmp.Or(c.pod, c.name))) {
 				t.Error("Inject modified the pod it was given")
 			}
 		})

@@ -10,6 +10,7 @@ import (
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 )
 
@@ -40,7 +41,10 @@ func CreatePatch(original, injected *corev1.Pod) ([]jsonpatch.Operation, error) 
 //   - keys of metadata.labels and metadata.annotations that injected adds or changes;
 //   - spec.serviceAccountName when injected changes it;
 //   - the elements of spec.initContainers, spec.containers, spec.volumes and spec.readinessGates
-//     that injected adds (matched by name), at their place in injected's list.
+//     that injected adds (matched by name), at their place in injected's list;
+//   - under traffic capture, the probes of the pod's own containers that injected rewrites: each
+//     is replaced whole (an add of the probe's key), right after the additions to its list, so
+//     the index is the container's in injected's list.
 //
 // Everything else in raw is neither removed nor re-encoded, so fields this build's Go types do
 // not know (those of an API server newer than our client) survive. A diff of the re-encoded pod
@@ -60,7 +64,11 @@ func InjectionPatch(raw []byte, original, injected *corev1.Pod) ([]jsonpatch.Ope
 	containerName := func(c corev1.Container) string { return c.Name }
 	err := addedElements(&spec, "initContainers", original.Spec.InitContainers, injected.Spec.InitContainers, containerName)
 	if err == nil {
+		rewrittenProbes(&spec, "initContainers", original.Spec.InitContainers, injected.Spec.InitContainers)
 		err = addedElements(&spec, "containers", original.Spec.Containers, injected.Spec.Containers, containerName)
+	}
+	if err == nil {
+		rewrittenProbes(&spec, "containers", original.Spec.Containers, injected.Spec.Containers)
 	}
 	if err == nil {
 		err = addedElements(&spec, "volumes", original.Spec.Volumes, injected.Spec.Volumes, func(v corev1.Volume) string { return v.Name })
@@ -166,6 +174,34 @@ func addedElements[T any](p *objectPatch, field string, original, injected []T, 
 		return fmt.Errorf("injection dropped elements of the pod's %s; it may only add elements", field)
 	}
 	return nil
+}
+
+// rewrittenProbes replaces the probes that injected rewrote in the pod's own containers. Only
+// a probe that injected still has is replaced; injection never removes one.
+func rewrittenProbes(p *objectPatch, field string, original, injected []corev1.Container) {
+	own := make(map[string]*corev1.Container, len(original))
+	for i := range original {
+		own[original[i].Name] = &original[i]
+	}
+	for i := range injected {
+		before, ok := own[injected[i].Name]
+		if !ok {
+			continue
+		}
+		after := &injected[i]
+		for _, probe := range []struct {
+			key           string
+			before, after *corev1.Probe
+		}{
+			{"livenessProbe", before.LivenessProbe, after.LivenessProbe},
+			{"readinessProbe", before.ReadinessProbe, after.ReadinessProbe},
+			{"startupProbe", before.StartupProbe, after.StartupProbe},
+		} {
+			if probe.after != nil && !equality.Semantic.DeepEqual(probe.before, probe.after) {
+				p.below(field, "/"+strconv.Itoa(i)+"/"+probe.key, probe.after)
+			}
+		}
+	}
 }
 
 // operations appends p's operations on the object at path to ops; exists says whether the pod

@@ -13,6 +13,8 @@ import (
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/capture"
+	"github.com/meshlift/meshlift/internal/proxyconfig"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 )
@@ -149,11 +151,14 @@ func applyRaw(t *testing.T, raw []byte, patch []jsonpatch.Operation) []byte {
 
 // stripInjection takes out of a patched pod what injection adds (its annotations, containers,
 // volumes, readiness gate and service account, and the objects and lists that held only them
-// and were not in the pod before), so that it can be compared with the pod as it was sent.
+// and were not in the pod before) and puts back the probes that capture rewrote, so that it can
+// be compared with the pod as it was sent.
 func stripInjection(pod, before map[string]any) {
+	restoreRewrittenProbes(pod, before)
 	owned := map[string][]string{
-		"annotations":    {meshv1alpha1.AnnotationVersion, meshv1alpha1.AnnotationMeshService, meshv1alpha1.AnnotationActiveSlot, meshv1alpha1.AnnotationInjectionHash, "kubectl.kubernetes.io/default-container"},
-		"initContainers": {sidecar.ContainerName, sidecar.SlotContainerName(1), sidecar.SlotContainerName(2)},
+		"annotations": {meshv1alpha1.AnnotationVersion, meshv1alpha1.AnnotationMeshService, meshv1alpha1.AnnotationActiveSlot, meshv1alpha1.AnnotationInjectionHash,
+			"kubectl.kubernetes.io/default-container", capture.AnnotationCapture, proxyconfig.OriginalProbesAnnotation},
+		"initContainers": {sidecar.ContainerName, sidecar.SlotContainerName(1), sidecar.SlotContainerName(2), sidecar.CaptureInitContainerName},
 		"containers":     {sidecar.ContainerName, sidecar.SlotContainerName(1), sidecar.SlotContainerName(2)},
 		"volumes":        {sidecar.RunVolume, sidecar.TokenVolume, sidecar.PodInfoVolume},
 		"readinessGates": {meshv1alpha1.ReadinessGateProxyReady},
@@ -202,6 +207,59 @@ func stripInjection(pod, before map[string]any) {
 			delete(pod, object)
 		} else if before[object] == nil && len(fields) == 0 {
 			pod[object] = nil
+		}
+	}
+}
+
+// restoreRewrittenProbes puts back, in the patched pod, the pod's own probes that capture
+// rewrote: only probes that now ask the proxy's app-probe listener at the path of their
+// container and kind, so that any other change to a container still fails the comparison.
+func restoreRewrittenProbes(pod, before map[string]any) {
+	// The original probes of an already rewritten pod only gain the newly rewritten probes.
+	metadata, _ := pod["metadata"].(map[string]any)
+	beforeMetadata, _ := before["metadata"].(map[string]any)
+	annotations, _ := metadata["annotations"].(map[string]any)
+	beforeAnnotations, _ := beforeMetadata["annotations"].(map[string]any)
+	if had, ok := beforeAnnotations[proxyconfig.OriginalProbesAnnotation].(string); ok {
+		has, _ := annotations[proxyconfig.OriginalProbesAnnotation].(string)
+		hadProbes, errHad := proxyconfig.ParseOriginalProbes(had)
+		hasProbes, errHas := proxyconfig.ParseOriginalProbes(has)
+		kept := errHad == nil && errHas == nil
+		for container, probes := range hadProbes {
+			for _, kind := range []string{proxyconfig.ProbeLiveness, proxyconfig.ProbeReadiness, proxyconfig.ProbeStartup} {
+				if probes.Probe(kind) != nil && !reflect.DeepEqual(probes.Probe(kind), hasProbes[container].Probe(kind)) {
+					kept = false
+				}
+			}
+		}
+		if kept {
+			annotations[proxyconfig.OriginalProbesAnnotation] = had
+		}
+	}
+	spec, _ := pod["spec"].(map[string]any)
+	beforeSpec, _ := before["spec"].(map[string]any)
+	kinds := map[string]string{"livenessProbe": proxyconfig.ProbeLiveness, "readinessProbe": proxyconfig.ProbeReadiness, "startupProbe": proxyconfig.ProbeStartup}
+	for _, list := range []string{"initContainers", "containers"} {
+		beforeContainers, _ := beforeSpec[list].([]any)
+		containers, _ := spec[list].([]any)
+		for _, b := range beforeContainers {
+			beforeContainer, _ := b.(map[string]any)
+			for _, c := range containers {
+				container, _ := c.(map[string]any)
+				if container["name"] != beforeContainer["name"] {
+					continue
+				}
+				name, _ := container["name"].(string)
+				for key, kind := range kinds {
+					probe, _ := container[key].(map[string]any)
+					httpGet, _ := probe["httpGet"].(map[string]any)
+					if httpGet != nil && httpGet["port"] == float64(proxyconfig.AppProbePort) && httpGet["path"] == proxyconfig.AppProbePath(name, kind) {
+						if original, had := beforeContainer[key]; had {
+							container[key] = original
+						}
+					}
+				}
+			}
 		}
 	}
 }

@@ -84,6 +84,17 @@ type Options struct {
 	FullIdleResources bool
 	// TokenExpirationSeconds of the projected service account token the proxy authenticates with.
 	TokenExpirationSeconds int64
+	// CaptureMode says who sets the traffic-capture rules of injected pods; CaptureModeNone (the
+	// default) marks no pod and leaves probes alone. Not part of the injection hash unless
+	// capture is on, so pods injected without capture keep their hash.
+	CaptureMode CaptureMode `json:"-"`
+	// CaptureInitImage is the meshlift-cni image the capture init container runs
+	// (CaptureModeInitContainer only).
+	CaptureInitImage string `json:"-"`
+	// CaptureOutbound marks pods for outbound capture too (unless their MeshService opts out).
+	// Off by default: the proxy does not serve captured outbound connections (port 15007) yet,
+	// and a pod marked for it would have every outbound TCP connection refused.
+	CaptureOutbound bool `json:"-"`
 }
 
 // DefaultOptions are the documented defaults (docs/injection.md).
@@ -98,6 +109,8 @@ func DefaultOptions() Options {
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("32Mi")},
 		},
 		TokenExpirationSeconds: 3600,
+		CaptureMode:            CaptureModeNone,
+		CaptureInitImage:       defaultCaptureInitImage(),
 	}
 }
 
@@ -144,6 +157,9 @@ type Result struct {
 	// Skipped is a Skip* reason when the pod was not injected, and Message says why in words.
 	Skipped string
 	Message string
+	// Warnings are for the client: the pod is injected, but something in it will not work as
+	// the user may expect (a gRPC probe of a captured port, for instance).
+	Warnings []string
 }
 
 // Inject returns pod with the sidecar of version for the MeshService ms, as the pod contract
@@ -183,6 +199,12 @@ func Inject(pod *corev1.Pod, ms *meshv1alpha1.MeshService, version *meshv1alpha1
 	} else {
 		out.Spec.Containers = append(out.Spec.Containers, proxies...)
 	}
+	// After the proxies, so that the capture init container goes first of all: the rules are
+	// in place before any other container starts.
+	warnings, reason, message := injectCapture(out, ms, opts)
+	if reason != "" {
+		return Result{Pod: pod.DeepCopy(), Skipped: reason, Message: message}
+	}
 	out.Spec.Volumes = append(out.Spec.Volumes, volumes(opts)...)
 	if out.Spec.ServiceAccountName == "" {
 		// The projected token needs it, and the identity is the service account's. The
@@ -202,7 +224,7 @@ func Inject(pod *corev1.Pod, ms *meshv1alpha1.MeshService, version *meshv1alpha1
 		out.Annotations[proxyconfig.DrainMaxDurationAnnotation] = budget
 	}
 	out.Annotations[meshv1alpha1.AnnotationInjectionHash] = injectionHash(ms, version, opts)
-	return Result{Pod: out}
+	return Result{Pod: out, Warnings: warnings}
 }
 
 // DrainBudget is the value of the meshlift.io/drain-max-duration annotation for pods of ms
@@ -379,12 +401,27 @@ func volumes(opts Options) []corev1.Volume {
 // injectionHash digests everything that shaped the injected layout, so the rollout controller
 // can tell a pod injected with other settings.
 func injectionHash(ms *meshv1alpha1.MeshService, version *meshv1alpha1.SidecarVersion, opts Options) string {
+	// The capture settings count only when capture is on: a pod injected without capture has
+	// the hash it had before capture existed.
+	type captureSettings struct {
+		Mode      CaptureMode
+		InitImage string `json:",omitempty"`
+		Outbound  bool   `json:",omitempty"`
+	}
+	var captureHash *captureSettings
+	if opts.CaptureMode.Enabled() {
+		captureHash = &captureSettings{Mode: opts.CaptureMode, Outbound: opts.CaptureOutbound}
+		if opts.CaptureMode == CaptureModeInitContainer {
+			captureHash.InitImage = opts.CaptureInitImage
+		}
+	}
 	data, _ := json.Marshal(struct {
 		MeshService meshv1alpha1.MeshServiceSpec
 		Version     string
 		Spec        meshv1alpha1.SidecarVersionSpec
 		Options     Options
-	}{ms.Spec, version.Name, version.Spec, opts})
+		Capture     *captureSettings `json:",omitempty"`
+	}{ms.Spec, version.Name, version.Spec, opts, captureHash})
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])
 }

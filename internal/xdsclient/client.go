@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/outbound"
 )
 
 // Handler applies what the control plane sends. An error NACKs the response; the handler keeps
@@ -68,6 +69,13 @@ type Options struct {
 	SPIFFEID string
 	// Clusters are the EDS resources to watch (the upstreams' SNIs).
 	Clusters []string
+	// OnOutboundRoutes, when set, subscribes the stream to the outbound routes (the listener
+	// outbound.ListenerName) and is called with each version the client accepts, from the
+	// stream's goroutine: the table maps the original destinations of captured connections to
+	// MeshService ports. A listener that does not decode or that outbound.FromListener refuses is
+	// NACKed without calling it; an error it returns NACKs the version too. Either way the proxy
+	// keeps the last table it accepted. An empty response (no listener) is an empty table.
+	OnOutboundRoutes func(*outbound.Table) error
 	// Key is the proxy's first private key; generated (ECDSA P-256, in memory only) when nil.
 	// Every renewal generates a new one (see RenewFraction).
 	Key crypto.Signer
@@ -411,6 +419,12 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 			return false, fmt.Errorf("requesting endpoints: %w", err)
 		}
 	}
+	listeners := []string{outbound.ListenerName}
+	if c.opts.OnOutboundRoutes != nil {
+		if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: TypeListener, ResourceNames: listeners}); err != nil {
+			return false, fmt.Errorf("requesting the outbound routes: %w", err)
+		}
+	}
 	responses := make(chan received)
 	go func() {
 		for {
@@ -476,8 +490,11 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 			c.log.Info("Connected to the control plane", "address", c.opts.Address)
 		}
 		names := c.opts.Clusters
-		if resp.GetTypeUrl() == TypeSecret {
+		switch resp.GetTypeUrl() {
+		case TypeSecret:
 			names = secrets
+		case TypeListener:
+			names = listeners
 		}
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResourceNames: names, ResponseNonce: resp.GetNonce()}
 		if applyErr := c.apply(resp, h); applyErr != nil {
@@ -563,6 +580,22 @@ func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
 			syncer.EndpointsSynced()
 		}
 		return nil
+	case TypeListener:
+		if c.opts.OnOutboundRoutes == nil {
+			return invalid("unexpected listeners: this proxy did not subscribe to the outbound routes")
+		}
+		table := &outbound.Table{}
+		switch resources := resp.GetResources(); len(resources) {
+		case 0:
+		case 1:
+			var err error
+			if table, err = DecodeOutboundRoutes(resources[0]); err != nil {
+				return err
+			}
+		default:
+			return invalid("%d listeners, want only %s", len(resources), outbound.ListenerName)
+		}
+		return c.opts.OnOutboundRoutes(table)
 	default:
 		return invalid("unexpected resource type %q", resp.GetTypeUrl())
 	}
@@ -579,6 +612,8 @@ func shortType(typeURL string) string {
 		return "secret"
 	case TypeAssignment:
 		return "endpoints"
+	case TypeListener:
+		return "listeners"
 	default:
 		return "other"
 	}

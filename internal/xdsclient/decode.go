@@ -1,6 +1,7 @@
 // Package xdsclient is meshlift-proxy's control-plane client: one gRPC stream (Envoy v3 ADS,
-// state of the world) that carries SDS (the proxy's certificate and the trust bundle) and EDS
-// (the endpoints of its upstreams), as docs/control-plane.md specifies. It ACKs what it applied,
+// state of the world) that carries SDS (the proxy's certificate and the trust bundle), EDS
+// (the endpoints of its upstreams) and, if asked, the outbound routes (one LDS Listener), as
+// docs/control-plane.md specifies. It ACKs what it applied,
 // NACKs what it could not, reconnects with backoff, and never forgets the last good state: while
 // the operator is unreachable the proxy keeps serving with what it has.
 package xdsclient
@@ -16,17 +17,20 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/outbound"
 )
 
 // Type URLs of the resources on the stream.
 const (
 	TypeSecret     = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 	TypeAssignment = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	TypeListener   = outbound.TypeListener
 )
 
 // Resource names of SDS.
@@ -172,4 +176,21 @@ func DecodeAssignment(res *anypb.Any) (Assignment, error) {
 		}
 	}
 	return a, nil
+}
+
+// DecodeOutboundRoutes reads the outbound routes listener (outbound.FromListener says what it
+// refuses).
+func DecodeOutboundRoutes(res *anypb.Any) (*outbound.Table, error) {
+	if res.GetTypeUrl() != TypeListener {
+		return nil, invalid("resource of type %q on the Listener stream", res.GetTypeUrl())
+	}
+	var listener listenerv3.Listener
+	if err := proto.Unmarshal(res.GetValue(), &listener); err != nil {
+		return nil, invalid("Listener does not decode: %v", err)
+	}
+	table, err := outbound.FromListener(&listener)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return table, nil
 }

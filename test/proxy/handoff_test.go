@@ -4,14 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/handoff"
+	"github.com/meshlift/meshlift/internal/proxyconfig"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
 )
@@ -262,4 +265,62 @@ func TestHandoffSocketRefusesAnotherUID(t *testing.T) {
 	next := w.start(t, bin.proxyNew, 2)
 	next.waitRole(t, "active")
 	old.waitRole(t, "idle")
+}
+
+// TestAppProbesAnswerAcrossAHandoff hot-upgrades the echo pod's proxy while kubelet-like probes
+// (a new connection per request) hit its app probe listener: the listener is handed over with
+// the others, so no probe is refused or fails, and the new process answers them afterwards.
+func TestAppProbesAnswerAcrossAHandoff(t *testing.T) {
+	m := newMesh(t)
+	appURL, err := url.Parse(m.app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appPort, err := strconv.Atoi(appURL.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes, err := proxyconfig.OriginalProbes{"app": {
+		Readiness: &proxyconfig.AppProbe{HTTPGet: &proxyconfig.HTTPGetProbe{Port: appPort, Path: "/"}},
+		Liveness:  &proxyconfig.AppProbe{TCPSocket: &proxyconfig.TCPSocketProbe{Port: appPort}},
+	}}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := m.echo
+	w.originalProbes = probes
+	w.setActiveSlot(t, 1)
+	readiness := fmt.Sprintf("http://127.0.0.1:%d%s", w.probePort, proxyconfig.AppProbePath("app", proxyconfig.ProbeReadiness))
+	liveness := fmt.Sprintf("http://127.0.0.1:%d%s", w.probePort, proxyconfig.AppProbePath("app", proxyconfig.ProbeLiveness))
+	for _, u := range []string{readiness, liveness} {
+		if err := get(context.Background(), u); err != nil {
+			t.Fatalf("the app probe before the handoff: %v", err)
+		}
+	}
+
+	old := w.running[1]
+	loads := []*load{
+		// The probe listener answers "ok", not the echo server's JSON: any 2xx is a success.
+		startLoad(t, readiness, "newconn", 100, loadDuration, "--check-body=false"),
+		startLoad(t, liveness, "newconn", 100, loadDuration, "--check-body=false"),
+	}
+	time.Sleep(2 * time.Second)
+	w.setActiveSlot(t, 2)
+	next := w.start(t, bin.proxyNew, 2)
+	next.waitRole(t, "active")
+	old.waitRole(t, "idle")
+	for _, l := range loads {
+		if r := l.wait(t); r.Failed != 0 || r.OK == 0 {
+			t.Errorf("app probes failed during the handoff: %s", r)
+		}
+	}
+	// The old process no longer accepts: the new one answers.
+	for _, u := range []string{readiness, liveness} {
+		if err := get(context.Background(), u); err != nil {
+			t.Errorf("the app probe after the handoff: %v", err)
+		}
+	}
+	if !strings.Contains(next.output.String(), `"app-probes"`) {
+		t.Errorf("the new process does not log accepting on the app probe listener:\n%s", next.output.String())
+	}
 }

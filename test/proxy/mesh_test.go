@@ -29,6 +29,7 @@ import (
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/controlplane/caller"
+	"github.com/meshlift/meshlift/internal/proxyconfig"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 	"github.com/meshlift/meshlift/internal/testutil/testenv"
@@ -58,6 +59,11 @@ type workload struct {
 	running map[int]*proxyProcess
 	// uid, when set, is the user the pod's proxies run as (runAs); root otherwise.
 	uid *uint32
+	// probePort is the proxies' app probe listener (MESHLIFT_APP_PROBE_PORT): a free port per
+	// pod, since the test's pods share the host's network.
+	probePort int
+	// originalProbes, when set, is written as the pod's meshlift.io/original-probes annotation.
+	originalProbes string
 }
 
 // runAs makes the pod's proxies run as uid, as the injector's securityContext does: its files
@@ -160,7 +166,7 @@ func newWorkload(t testing.TB, ms *meshv1alpha1.MeshService, name string, inboun
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	w := &workload{name: name, pod: pod, dir: dir, running: map[int]*proxyProcess{}}
+	w := &workload{name: name, pod: pod, dir: dir, running: map[int]*proxyProcess{}, probePort: freePort(t)}
 	w.writeFile(t, "token", []byte(request.Status.Token))
 	w.writeFile(t, "ca.crt", cp.holder.Current().TrustBundle())
 	w.setActiveSlot(t, 1)
@@ -200,6 +206,9 @@ func (w *workload) setActiveSlot(t testing.TB, slot int) {
 	t.Helper()
 	annotations := fmt.Sprintf("%s=%q\n%s=%q\n",
 		meshv1alpha1.AnnotationActiveSlot, strconv.Itoa(slot), meshv1alpha1.AnnotationMeshService, w.pod.Annotations[meshv1alpha1.AnnotationMeshService])
+	if w.originalProbes != "" {
+		annotations += fmt.Sprintf("%s=%q\n", proxyconfig.OriginalProbesAnnotation, w.originalProbes)
+	}
 	w.writeFile(t, "annotations", []byte(annotations))
 }
 
@@ -219,6 +228,7 @@ func (w *workload) start(t testing.TB, binary string, slot int, extraEnv ...stri
 		"MESHLIFT_ANNOTATIONS_FILE="+filepath.Join(w.dir, "annotations"),
 		"MESHLIFT_HANDOFF_SOCKET="+filepath.Join(w.dir, "handoff.sock"),
 		"MESHLIFT_ADMIN_PORT="+strconv.Itoa(admin),
+		"MESHLIFT_APP_PROBE_PORT="+strconv.Itoa(w.probePort),
 	)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	if w.uid != nil {
@@ -402,12 +412,14 @@ type load struct {
 	err    error
 }
 
-// startLoad sends rps requests per second in mode to target for d.
-func startLoad(t testing.TB, target, mode string, rps int, d time.Duration) *load {
+// startLoad sends rps requests per second in mode to target for d (extraArgs go to
+// meshlift-demo load).
+func startLoad(t testing.TB, target, mode string, rps int, d time.Duration, extraArgs ...string) *load {
 	t.Helper()
 	l := &load{done: make(chan struct{})}
-	cmd := exec.Command(bin.demo, "load", "--target", target, "--mode", mode, "--rps", strconv.Itoa(rps),
-		"--duration", d.String(), "--concurrency", "8", "--timeout", "5s", "--output", "json", "--allow-failures", "100000")
+	args := append([]string{"load", "--target", target, "--mode", mode, "--rps", strconv.Itoa(rps),
+		"--duration", d.String(), "--concurrency", "8", "--timeout", "5s", "--output", "json", "--allow-failures", "100000"}, extraArgs...)
+	cmd := exec.Command(bin.demo, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {

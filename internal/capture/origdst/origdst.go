@@ -1,4 +1,7 @@
-package capture
+// Package origdst reads the original destination of a connection the capture rules redirected
+// (package capture): it has no dependency beyond the standard library and x/sys, so the proxy
+// links it without the nftables code.
+package origdst
 
 import (
 	"encoding/binary"
