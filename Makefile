@@ -181,7 +181,10 @@ run: install ## Run the operator on this machine against the current kubeconfig.
 ##@ Local cluster and demo (run as root)
 
 .PHONY: demo
-demo: deploy plugin ## Everything: cluster, images, operator, demo app, a live hot upgrade under traffic; then a summary.
+demo: DEPLOY_CONFIG = config/local-capture
+demo: deploy plugin ## Everything: cluster, images, operator (with traffic capture), demo app, a live hot upgrade under traffic; then a summary.
+	$(call say,Waiting until meshlift-cni is chained into the node's CNI configuration (traffic capture))
+	$(K) -n meshlift-system rollout status daemonset/meshlift-cni --timeout=3m
 	$(call say,Installing the demo mesh: SidecarVersions proxy-v1 (default) and proxy-v2, namespace meshlift-demo, MeshService demo)
 	$(KUSTOMIZE) build config/demo/mesh | $(K) apply --server-side -f -
 	$(call say,Waiting until the injector answers (a server-side dry run of a demo pod gets the sidecar))
@@ -238,10 +241,14 @@ images: ## Build the image tarballs (operator, proxy, idle, demo, cni; and the d
 load-images: images cluster-up ## Load the image tarballs into the local cluster.
 	$(LOCAL_CLUSTER) --state-dir $(CLUSTER_STATE) --bin-dir $(KUBE_BIN) load $(IMAGES_DIR)/*.tar $(IMAGES_DIR)/proxy-*/*.tar
 
+# What deploy installs: config/local (config/default for a cluster without DNS); make demo installs
+# config/local-capture (the same with traffic capture: the meshlift-cni DaemonSet and --capture-mode=cni).
+DEPLOY_CONFIG ?= config/local
+
 .PHONY: deploy
 deploy: manifests load-images $(KUSTOMIZE) ## Install the operator (config/local: config/default for a cluster without DNS) into the local cluster.
-	$(call say,Installing the operator from config/local (config/default + a fixed control-plane ClusterIP) into the local cluster)
-	$(KUSTOMIZE) build config/local | $(K) apply --server-side --force-conflicts -f -
+	$(call say,Installing the operator from $(DEPLOY_CONFIG) into the local cluster)
+	$(KUSTOMIZE) build $(DEPLOY_CONFIG) | $(K) apply --server-side --force-conflicts -f -
 	@# The image tag does not change between builds: restart so the pods run the image just loaded.
 	$(K) -n meshlift-system rollout restart deployment/meshlift-controller-manager
 	$(K) -n meshlift-system rollout status deployment/meshlift-controller-manager --timeout=3m

@@ -37,6 +37,7 @@ import (
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/controllers"
 	"github.com/meshlift/meshlift/internal/buildinfo"
+	"github.com/meshlift/meshlift/internal/cniready"
 	"github.com/meshlift/meshlift/internal/controlplane"
 	"github.com/meshlift/meshlift/internal/identity"
 	"github.com/meshlift/meshlift/internal/identity/builtin"
@@ -56,32 +57,35 @@ import (
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 type options struct {
-	namespace      string
-	webhooks       bool
-	webhookPort    int
-	certs          webhookcert.Options
-	injection      sidecar.Options
-	metricsAddr    string
-	metricsSecure  bool
-	probeAddr      string
-	pprofAddr      string
-	leaderElect    bool
-	leaderElectNS  string
-	trustDomain    string
-	caBackend      identity.Backend
-	caSecretName   string
-	caAllowNewRoot bool
-	caIssuer       cmmeta.IssuerReference
-	caDuration     time.Duration
-	caTrustAnchor  certmanager.TrustAnchor
-	caUnsafe       certmanager.Risks
-	controlPlane   string
-	replicaName    string
-	leafLifetime   time.Duration
-	maxConnAge     time.Duration
-	logLevel       string
-	logFormat      string
-	logDevelopment bool
+	namespace     string
+	cniDaemonSet  string
+	webhooks      bool
+	webhookPort   int
+	certs         webhookcert.Options
+	injection     sidecar.Options
+	metricsAddr   string
+	metricsSecure bool
+	probeAddr     string
+	pprofAddr     string
+	leaderElect   bool
+	// repairUninjectedPods runs the repair controller (controllers.RepairReconciler).
+	repairUninjectedPods bool
+	leaderElectNS        string
+	trustDomain          string
+	caBackend            identity.Backend
+	caSecretName         string
+	caAllowNewRoot       bool
+	caIssuer             cmmeta.IssuerReference
+	caDuration           time.Duration
+	caTrustAnchor        certmanager.TrustAnchor
+	caUnsafe             certmanager.Risks
+	controlPlane         string
+	replicaName          string
+	leafLifetime         time.Duration
+	maxConnAge           time.Duration
+	logLevel             string
+	logFormat            string
+	logDevelopment       bool
 	// shutdownDelay and gracefulShutdown: see the flags; lameDuck delays the stop.
 	shutdownDelay    time.Duration
 	gracefulShutdown time.Duration
@@ -103,14 +107,17 @@ func main() {
 	flag.StringVar(&opts.injection.ControlPlaneAddress, "control-plane-address", opts.injection.ControlPlaneAddress, "Address (host:port) proxies reach the control plane (SDS/EDS) on.")
 	flag.BoolVar(&opts.injection.NativeSidecar, "native-sidecar", opts.injection.NativeSidecar, "Inject native sidecars (restartable init containers) unless a MeshService says otherwise.")
 	flag.BoolVar(&opts.injection.HoldApplicationUntilProxyStarts, "hold-application-until-proxy-starts", opts.injection.HoldApplicationUntilProxyStarts, "Start applications only once their proxy is ready (native sidecars), unless a MeshService says otherwise.")
-	flag.Var(&opts.injection.CaptureMode, "capture-mode", "Traffic capture of injected pods: none (the default: pods are not marked and probes stay as they are), cni (mark pods for the chained CNI plugin meshlift-cni, which the cluster must run, and rewrite their probes) or init-container (the same, with the rules set by an init container with NET_ADMIN, for clusters that cannot run the plugin). See docs/traffic.md.")
-	flag.BoolVar(&opts.injection.CaptureOutbound, "capture-outbound", false, "With --capture-mode, mark pods for outbound capture too (unless their MeshService sets spec.capture.outbound: false). Leave it off for now: the proxy does not serve captured outbound connections yet, so they would be refused (docs/traffic.md).")
+	opts.injection.CaptureMode = sidecar.CaptureModeAuto
+	flag.Var(&opts.injection.CaptureMode, "capture-mode", "Traffic capture of injected pods: auto (the default: cni while the meshlift-cni DaemonSet of --capture-cni-daemonset has a ready pod, none otherwise), cni (mark pods for the chained CNI plugin meshlift-cni, which the cluster must run, and rewrite their probes), init-container (the same, with the rules set by an init container with NET_ADMIN, for clusters that cannot run the plugin) or none (pods are not marked and probes stay as they are). See docs/traffic.md.")
+	flag.StringVar(&opts.cniDaemonSet, "capture-cni-daemonset", cniready.DefaultDaemonSet, "The meshlift-cni DaemonSet in the operator's namespace that --capture-mode=auto looks for (the operator may only read that name: config/rbac).")
+	flag.BoolVar(&opts.injection.CaptureOutbound, "capture-outbound", true, "With --capture-mode, mark pods for outbound capture too (unless their MeshService sets spec.capture.outbound: false): their proxies take the app's connections to MeshService addresses (Service ClusterIP:port, pod IP:port) and originate mTLS, and pass the others through (docs/traffic.md). false: inbound capture only.")
 	flag.StringVar(&opts.injection.CaptureInitImage, "capture-init-image", opts.injection.CaptureInitImage, "Image of the capture init container (--capture-mode=init-container): meshlift-cni, whose init subcommand sets the rules.")
 	flag.BoolVar(&opts.injection.FullIdleResources, "full-idle-resources", false, "Give the idle hot-upgrade slot the version's full resources (for clusters without in-place pod resize).")
 	flag.StringVar(&opts.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; \"0\" disables it.")
 	flag.BoolVar(&opts.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization (TokenReview and SubjectAccessReview).")
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.StringVar(&opts.pprofAddr, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); \"0\" (the default) disables them.")
+	flag.BoolVar(&opts.repairUninjectedPods, "repair-uninjected-pods", true, "Evict the pods that a STRICT MeshService selects but that were created without the sidecar while the injector was unavailable (its webhook fails open), so that their controllers recreate them with it; pods without a controller get a NotInjected event only (docs/traffic.md).")
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false, "Elect a leader so only one replica runs the controllers.")
 	flag.StringVar(&opts.leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the operator's namespace).")
 	flag.StringVar(&opts.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of workload identities.")
@@ -213,7 +220,8 @@ func run(ctx context.Context, opts options) error {
 	}
 	rolloutOpts := rollout.DefaultOptions()
 	rolloutOpts.IdleResources, rolloutOpts.FullIdleResources = opts.injection.IdleResources, opts.injection.FullIdleResources
-	controllerOpts := controllers.Options{TrustDomain: opts.trustDomain, CA: holder, Rollout: &rolloutOpts}
+	controllerOpts := controllers.Options{TrustDomain: opts.trustDomain, CA: holder, Rollout: &rolloutOpts,
+		RepairUninjectedPods: opts.repairUninjectedPods, Repair: controllers.RepairOptions{OperatorNamespace: opts.namespace}}
 	if opts.controlPlane != "0" {
 		// InPlace drains wait for every control-plane replica to acknowledge them.
 		controllerOpts.ControlPlane = &controllers.ControlPlaneReplicas{
@@ -242,10 +250,23 @@ func run(ctx context.Context, opts options) error {
 		if err := certs.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("failed to set up webhook certificates: %w", err)
 		}
+		var cniInstalled func() bool
+		if opts.injection.CaptureMode == sidecar.CaptureModeAuto {
+			watcher := &cniready.Watcher{Reader: mgr.GetAPIReader(), Key: types.NamespacedName{Namespace: opts.namespace, Name: opts.cniDaemonSet},
+				Log: ctrl.Log.WithName("capture")}
+			if err := mgr.Add(watcher); err != nil {
+				return fmt.Errorf("failed to add the meshlift-cni watcher: %w", err)
+			}
+			if err := mgr.AddReadyzCheck("capture-plugin", watcher.Checked); err != nil {
+				return fmt.Errorf("failed to add readiness check: %w", err)
+			}
+			cniInstalled = watcher.Ready
+		}
 		if err := webhooks.Setup(ctx, mgr, webhooks.Options{
 			Injection:         opts.injection,
 			OperatorNamespace: opts.namespace,
 			Recorder:          mgr.GetEventRecorder("meshlift-injector"),
+			CNIInstalled:      cniInstalled,
 		}); err != nil {
 			return err
 		}

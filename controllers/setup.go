@@ -26,6 +26,12 @@ type Options struct {
 	// RetireProber reads the old proxies of hot-upgraded pods (nil: HTTPRetireProber, which
 	// asks each slot's /ready at the pod's IP).
 	RetireProber RetireProber
+	// RepairUninjectedPods runs the repair controller (RepairReconciler), which evicts the pods
+	// a STRICT MeshService selects that were created without a sidecar while the injector was
+	// unavailable (the operator's --repair-uninjected-pods, on by default there).
+	RepairUninjectedPods bool
+	// Repair configures the repair controller.
+	Repair RepairOptions
 }
 
 // Setup registers the cache indexes and every controller with the manager. main.go and the
@@ -68,10 +74,30 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if err := plans.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the UpgradePlan controller: %w", err)
 	}
+	if opts.RepairUninjectedPods {
+		if err := SetupRepair(mgr, opts.Repair); err != nil {
+			return err
+		}
+	}
 	if opts.CA != nil {
 		if err := NewTrustBundleReconciler(mgr.GetClient(), opts.CA).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("failed to set up the trust bundle controller: %w", err)
 		}
+	}
+	return nil
+}
+
+// SetupRepair registers the repair controller with the manager (Setup does when
+// Options.RepairUninjectedPods is set).
+func SetupRepair(mgr ctrl.Manager, opts RepairOptions) error {
+	if err := (&RepairReconciler{
+		Client:    mgr.GetClient(),
+		Pods:      mgr.GetCache(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("meshlift-repair"),
+		Options:   opts,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the repair controller: %w", err)
 	}
 	return nil
 }

@@ -17,9 +17,10 @@ current=$($K -n "$ns" get pods -l app=demo -o jsonpath='{.items[0].metadata.anno
 target=proxy-v2
 [ "$current" = proxy-v2 ] && target=proxy-v1
 
-say "Steady traffic: pod demo-load calls the demo app through its sidecar (mTLS), 40 new connections/s for 75s"
+say "Steady traffic: pod demo-load calls http://demo.meshlift-demo:8080/ (captured: through its sidecar, mTLS), 40 new connections/s for 75s"
 $K -n "$ns" delete pod demo-load --ignore-not-found --wait=true >/dev/null
-$K apply -f config/demo/upgrade/load.yaml >/dev/null
+service_ip=$($K -n "$ns" get service demo -o jsonpath='{.spec.clusterIP}')
+sed "s/DEMO_SERVICE_IP/$service_ip/" config/demo/upgrade/load.yaml | $K apply -f - >/dev/null
 $K -n "$ns" wait --for=condition=Ready pod/demo-load --timeout=2m >/dev/null
 sleep 3
 

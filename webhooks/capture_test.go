@@ -148,3 +148,42 @@ func equalJSON(t *testing.T, a, b any) bool {
 	}
 	return string(x) == string(y)
 }
+
+// TestAutoCaptureFollowsThePlugin: under --capture-mode=auto (the default), a pod is marked for
+// capture, its probes rewritten, exactly while the injector is told meshlift-cni runs.
+func TestAutoCaptureFollowsThePlugin(t *testing.T) {
+	ctx := context.Background()
+	ns, _ := meshed(t, "auto-capture", nil)
+	opts := sidecar.DefaultOptions()
+	opts.CaptureMode, opts.CaptureOutbound = sidecar.CaptureModeAuto, true
+	installed := false
+	injector := &webhooks.PodInjector{Reader: mgrCache, Options: opts, OperatorNamespace: operatorNamespace,
+		CNIInstalled: func() bool { return installed }}
+	for _, plugin := range []bool{false, true, false} {
+		installed = plugin
+		pod := webPod(ns)
+		pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
+		req := podCreation(t, pod)
+		resp := injector.Handle(ctx, req)
+		if !resp.Allowed || len(resp.Patches) == 0 {
+			t.Fatalf("plugin installed %v: not injected: %v %v", plugin, resp.Result, resp.Warnings)
+		}
+		got := applyResponsePatch(t, req.Object.Raw, resp.Patches)
+		marked := got.Annotations[capture.AnnotationCapture]
+		rewritten := got.Spec.Containers[0].ReadinessProbe.HTTPGet != nil
+		if plugin && (marked != "inbound,outbound" || !rewritten) {
+			t.Errorf("with the plugin: %s = %q, probe rewritten %v; want inbound,outbound and rewritten", capture.AnnotationCapture, marked, rewritten)
+		}
+		if !plugin && (marked != "" || rewritten) {
+			t.Errorf("without the plugin: %s = %q, probe rewritten %v; want neither", capture.AnnotationCapture, marked, rewritten)
+		}
+	}
+	// Without a way to know, auto is none.
+	injector.CNIInstalled = nil
+	pod := webPod(ns)
+	req := podCreation(t, pod)
+	got := applyResponsePatch(t, req.Object.Raw, injector.Handle(ctx, req).Patches)
+	if marked := got.Annotations[capture.AnnotationCapture]; marked != "" {
+		t.Errorf("auto without a watcher marked the pod %q", marked)
+	}
+}

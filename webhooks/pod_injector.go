@@ -44,6 +44,9 @@ type PodInjector struct {
 	// system namespaces, are never injected, even when the webhook configuration's
 	// namespaceSelector lets the request through (OLM replaces it with the OperatorGroup's).
 	OperatorNamespace string
+	// CNIInstalled resolves Options.CaptureMode auto for each pod: cni while it says the
+	// meshlift-cni plugin runs in the cluster, none otherwise (and when it is nil).
+	CNIInstalled func() bool
 }
 
 // Handle admits every pod. Pods a MeshService selects get the sidecar as a JSON patch; a pod
@@ -110,7 +113,9 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 		return h.admitWithout(log, "lost SidecarVersion "+resolution.Version, errors.New("not found"))
 	}
 
-	result := sidecar.Inject(pod, ms, version, h.Options)
+	opts := h.Options
+	opts.CaptureMode = opts.CaptureMode.Resolve(h.CNIInstalled != nil && h.CNIInstalled())
+	result := sidecar.Inject(pod, ms, version, opts)
 	if result.Skipped != "" {
 		return h.skip(ms, pod, req, result.Message, warnings)
 	}
@@ -121,7 +126,7 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 		return h.admitWithout(log, "cannot compute the injection patch", err)
 	}
 	log.V(1).Info("Injecting sidecar", "meshService", ms.Name, "version", version.Name, "source", resolution.Source,
-		"captureMode", h.Options.CaptureMode)
+		"captureMode", opts.CaptureMode)
 	return patched(patch).WithWarnings(append(warnings, result.Warnings...)...)
 }
 

@@ -24,6 +24,9 @@ type Options struct {
 	OperatorNamespace string
 	// Recorder records the injector's events.
 	Recorder events.EventRecorder
+	// CNIInstalled says whether the meshlift-cni plugin runs (cniready.Watcher.Ready), for
+	// Injection.CaptureMode auto; nil: it does not.
+	CNIInstalled func() bool
 }
 
 // Setup registers every webhook with the manager's webhook server. main.go and the envtest
@@ -45,6 +48,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		Recorder:          opts.Recorder,
 		Options:           opts.Injection,
 		OperatorNamespace: opts.OperatorNamespace,
+		CNIInstalled:      opts.CNIInstalled,
 	}})
 	scheme := mgr.GetScheme()
 	server.Register(UpgradePlanValidatorPath, admission.WithValidator[*meshv1alpha1.UpgradePlan](scheme, &UpgradePlanValidator{Reader: reader}))

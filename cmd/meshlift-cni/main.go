@@ -1,6 +1,7 @@
 // Command meshlift-cni is a chained CNI plugin that redirects a meshed pod's TCP traffic to its
-// meshlift-proxy (see docs/traffic.md and package internal/capture/cni). The container
-// runtime runs it with the CNI_* environment and the network configuration on stdin.
+// meshlift-proxy, and isolates a pod created without the sidecar that a STRICT MeshService
+// selects (see docs/traffic.md and package internal/capture/cni). The container runtime runs it
+// with the CNI_* environment and the network configuration on stdin.
 //
 // "meshlift-cni init" is the capture init container of --capture-mode=init-container: it sets
 // the same rules in its own network namespace from the pod's annotations file and exits.
@@ -27,6 +28,6 @@ func main() {
 			os.Exit(runInstall(os.Args[2:], os.Stderr))
 		}
 	}
-	plugin := &cni.Plugin{NewPodLookup: cni.NewKubeLookup, Log: os.Stderr}
+	plugin := &cni.Plugin{NewPodLookup: cni.NewKubeLookup, NewMeshServiceLookup: cni.NewKubeMeshServiceLookup, Log: os.Stderr}
 	skel.PluginMainFuncs(plugin.Funcs(), cni.SupportedVersions, cni.PluginName+" "+buildinfo.Version+": traffic capture for meshlift pods")
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/meshlift/meshlift/internal/buildinfo"
 	"github.com/meshlift/meshlift/internal/handoff"
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/outbound"
 	"github.com/meshlift/meshlift/internal/proxy"
 	"github.com/meshlift/meshlift/internal/proxyadmin"
 	"github.com/meshlift/meshlift/internal/proxyconfig"
@@ -177,10 +178,15 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 // run wires the pieces and owns the listeners until ctx ends.
 func run(ctx context.Context, s settings, log logr.Logger) error {
 	state := proxyadmin.NewState(buildinfo.Version, s.slot)
+	captureOutbound, err := capturesOutbound(s.annotationsFile)
+	if err != nil {
+		return err
+	}
 	p, err := proxy.New(s.config, proxy.Options{
 		Namespace: s.namespace, TrustDomain: s.trustDomain, Logger: log.WithName("proxy"),
 		DrainTimeout: s.drainTimeout, LoadBalancing: s.loadBalancing,
 		AppProbePort: appProbePort(s.appProbePort), AnnotationsFile: s.annotationsFile,
+		CaptureOutbound: captureOutbound,
 	})
 	if err != nil {
 		return fmt.Errorf("configuring the proxy: %w", err)
@@ -194,20 +200,29 @@ func run(ctx context.Context, s settings, log logr.Logger) error {
 	for _, u := range s.config.Upstreams {
 		clusters = append(clusters, u.SNI())
 	}
-	xds, err := xdsclient.New(xdsclient.Options{
+	configured := make(chan struct{})
+	handler := &xdsHandler{proxy: p, state: state, configured: configured, synced: len(clusters) == 0, log: log,
+		needRoutes: captureOutbound, subscribed: map[string]bool{}}
+	for _, name := range clusters {
+		handler.subscribed[name] = true
+	}
+	xdsOpts := xdsclient.Options{
 		Address: s.config.ControlPlane, ServerName: s.serverName, CAFile: s.caFile, TokenFile: s.tokenFile,
 		PodName: s.podName, Namespace: s.namespace, MeshService: s.config.MeshService, Version: buildinfo.Version, Slot: s.slot,
 		SPIFFEID: identity.SPIFFEID(s.trustDomain, s.namespace, s.serviceAccount), Clusters: clusters,
 		Logger: log.WithName("xds"),
-	})
+	}
+	if captureOutbound {
+		log.Info("Capturing outbound connections: asking the control plane for the outbound routes")
+		xdsOpts.OnOutboundRoutes = handler.OutboundRoutes
+	}
+	xds, err := xdsclient.New(xdsOpts)
 	if err != nil {
 		return err
 	}
 	if err := state.Register(xds.Collectors()...); err != nil {
 		return fmt.Errorf("registering control-plane metrics: %w", err)
 	}
-	configured := make(chan struct{})
-	handler := &xdsHandler{proxy: p, state: state, configured: configured, synced: len(clusters) == 0, log: log}
 	xdsCtx, stopXDS := context.WithCancel(context.Background())
 	defer stopXDS()
 	go func() { _ = xds.Run(xdsCtx, handler) }()
@@ -226,6 +241,23 @@ func run(ctx context.Context, s settings, log logr.Logger) error {
 	state.SetCutConnections(p.ConnectionsCutAtBudget)
 	o := &owner{s: s, proxy: p, state: state, configured: configured, log: log, ownUID: handoff.OwnUID()}
 	return o.run(ctx)
+}
+
+// capturesOutbound reads from the pod's annotations whether its outbound connections are
+// captured (proxyconfig.CapturesOutbound). No annotations file: not captured.
+func capturesOutbound(file string) (bool, error) {
+	if file == "" {
+		return false, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return false, fmt.Errorf("reading the pod's annotations for its capture mode: %w", err)
+	}
+	annotations, err := proxyconfig.ParseAnnotations(data)
+	if err != nil {
+		return false, fmt.Errorf("reading the pod's annotations for its capture mode: %w", err)
+	}
+	return proxyconfig.CapturesOutbound(annotations), nil
 }
 
 // appProbePort maps the setting (0: none) to proxy.Options.AppProbePort (negative: none).
@@ -247,6 +279,34 @@ type xdsHandler struct {
 	synced     bool
 	done       bool
 	log        logr.Logger
+	// needRoutes: the proxy captures outbound connections, and serves once it has the outbound
+	// routes and the endpoints of every cluster they name (subscribed: the clusters the client
+	// subscribed to so far).
+	needRoutes bool
+	routed     bool
+	subscribed map[string]bool
+}
+
+// OutboundRoutes applies the outbound routes. A table that names a cluster not subscribed to
+// yet makes the proxy wait for the next whole EDS response (which the client only reports
+// once it holds that cluster) before it first serves.
+func (h *xdsHandler) OutboundRoutes(table *outbound.Table) error {
+	h.proxy.SetOutboundRoutes(table)
+	for _, name := range table.Clusters() {
+		if !h.subscribed[name] {
+			h.subscribed[name] = true
+			h.synced = false
+		}
+	}
+	if !h.routed {
+		h.routed = true
+		h.log.Info("Applied the outbound routes", "destinations", table.Len(), "clusters", len(table.Clusters()))
+	}
+	if len(h.subscribed) == 0 {
+		h.synced = true // nothing to wait for: no upstream, no route
+	}
+	h.checkConfigured()
+	return nil
 }
 
 func (h *xdsHandler) Certificate(c *xdsclient.Certificate) error {
@@ -269,7 +329,7 @@ func (h *xdsHandler) EndpointsSynced() {
 }
 
 func (h *xdsHandler) checkConfigured() {
-	if !h.done && h.certified && h.synced {
+	if !h.done && h.certified && h.synced && (h.routed || !h.needRoutes) {
 		h.done = true
 		close(h.configured)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/meshlift/meshlift/internal/outbound"
+	"github.com/meshlift/meshlift/internal/proxy"
+	"github.com/meshlift/meshlift/internal/proxyconfig"
 )
 
 func environment(overrides map[string]string) func(string) string {
@@ -116,5 +121,69 @@ func TestDrainBudgetComesFromThePodsAnnotationAtTheHandoff(t *testing.T) {
 				t.Errorf("drainBudget() = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// outboundTable is a table routing one ClusterIP:port to each cluster.
+func outboundTable(t *testing.T, clusters ...string) *outbound.Table {
+	t.Helper()
+	var chains []outbound.Chain
+	for i, c := range clusters {
+		chains = append(chains, outbound.Chain{Route: outbound.Route{Cluster: c, Protocol: "HTTP"}, Port: 80,
+			Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, byte(i + 1)})}})
+	}
+	listener, _, err := outbound.Build(chains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := outbound.FromListener(listener)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return table
+}
+
+func TestACapturingProxyServesOnceItHasTheRoutesAndTheirEndpoints(t *testing.T) {
+	p, err := proxy.New(proxyconfig.Config{MeshService: "web", InboundPort: 15006, MTLSMode: "STRICT"},
+		proxy.Options{Namespace: "shop", CaptureOutbound: true, AppProbePort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	configured := make(chan struct{})
+	h := &xdsHandler{proxy: p, configured: configured, synced: true, certified: true, needRoutes: true,
+		subscribed: map[string]bool{}, log: logr.Discard()}
+	isConfigured := func() bool {
+		select {
+		case <-configured:
+			return true
+		default:
+			return false
+		}
+	}
+	h.checkConfigured()
+	if isConfigured() {
+		t.Fatal("configured before the outbound routes came")
+	}
+	if err := h.OutboundRoutes(outboundTable(t, "http.api.shop")); err != nil {
+		t.Fatal(err)
+	}
+	if isConfigured() {
+		t.Fatal("configured before the endpoints of the routes' cluster came")
+	}
+	h.EndpointsSynced()
+	if !isConfigured() {
+		t.Fatal("not configured with the routes and their endpoints")
+	}
+
+	// Routes without clusters: nothing to wait for.
+	configured = make(chan struct{})
+	h = &xdsHandler{proxy: p, configured: configured, synced: true, certified: true, needRoutes: true,
+		subscribed: map[string]bool{}, log: logr.Discard()}
+	if err := h.OutboundRoutes(outboundTable(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !isConfigured() {
+		t.Fatal("empty routes left the proxy waiting")
 	}
 }

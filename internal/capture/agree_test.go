@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/meshlift/meshlift/internal/capture"
+	"github.com/meshlift/meshlift/internal/proxy"
+	"github.com/meshlift/meshlift/internal/proxyconfig"
 	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 )
@@ -37,5 +39,26 @@ func TestDefaultsAgreeWithTheInjector(t *testing.T) {
 	}
 	if proxies == 0 {
 		t.Fatalf("the injected pod has no proxy container named %s*", sidecar.ContainerName)
+	}
+}
+
+// TestTheProxyReadsOutboundCaptureAsTheRulesDo: the proxy opens its outbound capture listener
+// exactly for the pods whose annotation makes the plugin redirect outbound connections.
+func TestTheProxyReadsOutboundCaptureAsTheRulesDo(t *testing.T) {
+	for _, value := range []string{"", "none", "inbound", "outbound", "inbound,outbound", " outbound , inbound ", "inbound, outbound", "outbound,outbound"} {
+		annotations := map[string]string{capture.AnnotationCapture: value}
+		c, err := capture.ParseAnnotations(annotations)
+		if err != nil {
+			continue // the plugin fails the pod's sandbox: no proxy runs
+		}
+		if got := proxyconfig.CapturesOutbound(annotations); got != c.Outbound {
+			t.Errorf("%q: the proxy captures outbound = %v, the rules redirect outbound = %v", value, got, c.Outbound)
+		}
+	}
+	if proxy.OutboundCapturePort != int(capture.DefaultOutboundPort) {
+		t.Errorf("the proxy's capture listeners are on %d, the rules redirect to %d", proxy.OutboundCapturePort, capture.DefaultOutboundPort)
+	}
+	if proxyconfig.CaptureAnnotation != capture.AnnotationCapture {
+		t.Errorf("proxyconfig.CaptureAnnotation = %q, capture.AnnotationCapture = %q", proxyconfig.CaptureAnnotation, capture.AnnotationCapture)
 	}
 }

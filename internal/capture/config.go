@@ -17,13 +17,15 @@ const (
 	// plaintext, refuses plaintext under STRICT, and will route captured connections by their
 	// original destination port (origdst.OriginalDst), so capture needs no port of its own.
 	DefaultInboundPort uint16 = 15006
-	// DefaultOutboundPort is where captured outbound connections go. No listener uses it yet:
-	// the proxy will open it (on 127.0.0.1 and ::1, where REDIRECT sends locally generated
-	// connections) when it learns original destinations.
+	// DefaultOutboundPort is where captured outbound connections go: the proxy's capture
+	// listeners on 127.0.0.1 and ::1, where REDIRECT sends locally generated connections
+	// (proxy.OutboundCapturePort).
 	DefaultOutboundPort uint16 = 15007
-	// DefaultProxyUID is the user the proxy runs as (the RunAsUser the injector sets); the
-	// proxy's own connections are never captured.
-	DefaultProxyUID uint32 = 65532
+	// DefaultProxyUID is the user (and group) the proxy runs as, the RunAsUser the injector
+	// sets; the proxy's own connections are never captured. It is not 65532, the "nonroot" user
+	// of distroless and of many app images: an app running as the proxy's user would bypass
+	// outbound capture.
+	DefaultProxyUID uint32 = 15532
 	// DNSPort is never captured outbound, so name resolution does not depend on the proxy.
 	DNSPort uint16 = 53
 	// DefaultAppProbePort is the proxy's listener for the kubelet's rewritten probes of the

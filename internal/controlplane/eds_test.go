@@ -86,11 +86,14 @@ func TestEndpointsFollowThePods(t *testing.T) {
 	apiCluster := "http.api." + ns
 	endpoint := func(ip string) string { return ip + ":15006=" + apiID + "/HEALTHY" }
 
-	// The web proxy asks for its upstreams and a cluster that is not one of them.
-	names := []string{apiCluster, "grpc.ledger.bank", "http.solo." + ns}
+	// The web proxy asks for its upstreams, a cluster that is not one of them (as a proxy that
+	// captures outbound connections does, for the clusters of the outbound routes: it gets it)
+	// and a name that is no cluster (left out).
+	soloCluster := "http.solo." + ns + ":"
+	names := []string{apiCluster, "grpc.ledger.bank", "http.solo." + ns, "not-a-cluster"}
 	c := cp.openADS(t, web.token)
 	c.send(t, &discoveryv3.DiscoveryRequest{Node: node(web.pod, nil), TypeUrl: controlplane.TypeClusterLoadAssignment, ResourceNames: names})
-	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":")
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":", soloCluster)
 
 	// A proxy whose MeshService calls nothing, subscribed to all it may have, gets nothing to
 	// call and is not disturbed by api's changes.
@@ -101,28 +104,28 @@ func TestEndpointsFollowThePods(t *testing.T) {
 	}
 
 	setStatus(t, api1, "10.1.0.1", true)
-	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1"))
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1"), soloCluster)
 
 	setStatus(t, api2, "10.1.0.2", true)
-	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1")+" "+endpoint("10.1.0.2"))
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1")+" "+endpoint("10.1.0.2"), soloCluster)
 
 	setStatus(t, api1, "10.1.0.1", false)
-	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.2"))
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.2"), soloCluster)
 
 	// An InPlace rollout takes api-2 out before restarting its proxy cold.
 	patch := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"annotations":{"`+meshv1alpha1.AnnotationEDSExcluded+`":"true"}}}`))
 	if err := env.Client.Patch(ctx, api2, patch); err != nil {
 		t.Fatal(err)
 	}
-	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":")
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":", soloCluster)
 
 	setStatus(t, api1, "10.1.0.1", true)
-	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1"))
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+": "+endpoint("10.1.0.1"), soloCluster)
 
 	if err := env.Client.Delete(ctx, api1); err != nil {
 		t.Fatal(err)
 	}
-	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":")
+	c.expectAssignments(t, names, "grpc.ledger.bank:", apiCluster+":", soloCluster)
 
 	// A status change that does not change the endpoints is not pushed.
 	setStatus(t, api2, "10.1.0.2", false)

@@ -539,9 +539,13 @@ func inline(data []byte) *corev3.DataSource {
 	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: data}}
 }
 
+// maxCapturedClusters bounds the clusters a stream may subscribe to beyond its upstreams: the
+// outbound routes' filter chains.
+const maxCapturedClusters = outbound.MaxFilterChains
+
 // assignments are the EDS resources the caller subscribed to, among the clusters of its
-// MeshService's upstreams, and the states of the MeshServices they come from; the version
-// changes with their content.
+// MeshService's upstreams and (by name only) the ports of any MeshService, and the states of
+// the MeshServices they come from; the version changes with their content.
 func (st *stream) assignments(ctx context.Context, sub *subscription) ([]*anypb.Any, string, map[types.NamespacedName]*serviceState, error) {
 	if st.id.MeshService == "" {
 		return nil, "none", nil, nil
@@ -563,6 +567,27 @@ func (st *stream) assignments(ctx context.Context, sub *subscription) ([]*anypb.
 		_, requested := slices.BinarySearch(sub.names, u.Cluster)
 		if (sub.wildcard || requested) && !slices.ContainsFunc(selected, func(s endpoints.Upstream) bool { return s.Cluster == u.Cluster }) {
 			selected = append(selected, u)
+		}
+	}
+	// Clusters the caller asks for that are not its upstreams: those of the outbound routes, for
+	// its captured connections to any MeshService port. Any meshed proxy may have them (the
+	// outbound routes already name every ready pod); a name that is not a cluster is left out.
+	extra := 0
+	for _, name := range sub.names {
+		if extra == maxCapturedClusters {
+			break
+		}
+		if slices.ContainsFunc(selected, func(s endpoints.Upstream) bool { return s.Cluster == name }) {
+			continue
+		}
+		u, ok := endpoints.ParseCluster(name)
+		if !ok {
+			continue
+		}
+		extra++
+		selected = append(selected, u)
+		if !slices.Contains(upstreamKeys, u.MeshService) {
+			upstreamKeys = append(upstreamKeys, u.MeshService)
 		}
 	}
 	if !slices.Equal(upstreamKeys, st.upstreamKeys) {

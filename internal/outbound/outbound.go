@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -97,6 +98,19 @@ func (t *Table) Len() int {
 		return 0
 	}
 	return len(t.routes)
+}
+
+// Clusters are the clusters the table routes to, sorted, each once: the EDS resources a proxy
+// that captures outbound traffic subscribes to.
+func (t *Table) Clusters() []string {
+	if t == nil {
+		return nil
+	}
+	seen := map[string]struct{}{}
+	for _, route := range t.routes {
+		seen[route.Cluster] = struct{}{}
+	}
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // Conflict is a destination two chains claim; Build keeps the first chain's route.

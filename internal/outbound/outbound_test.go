@@ -3,6 +3,7 @@ package outbound_test
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,8 +70,11 @@ func TestLookupRoutesWhatTheListenerMatchesAndNothingElse(t *testing.T) {
 			t.Errorf("Lookup(%s) = %+v, %v; want %+v, %v", tc.dst, got, ok, tc.want, tc.ok)
 		}
 	}
+	if got, want := table.Clusters(), []string{"grpc.ledger.bank", "http.api.shop"}; !slices.Equal(got, want) {
+		t.Errorf("Clusters() = %v, want %v", got, want)
+	}
 	var none *outbound.Table
-	if _, ok := none.Lookup(netip.MustParseAddrPort("10.1.0.1:8080")); ok || none.Len() != 0 {
+	if _, ok := none.Lookup(netip.MustParseAddrPort("10.1.0.1:8080")); ok || none.Len() != 0 || none.Clusters() != nil {
 		t.Error("a nil table routes something")
 	}
 }

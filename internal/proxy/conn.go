@@ -174,8 +174,12 @@ type generation struct {
 	p        *Proxy
 	ctx      context.Context
 	cancel   context.CancelFunc
-	servers  []*httpServers // by target.httpIndex
 	draining atomic.Bool
+
+	// servers are by target.httpIndex: the configuration's targets from the start, those of
+	// captured outbound routes (capture.go) once a connection needs them; nil after close.
+	serversMu sync.Mutex
+	servers   []*httpServers
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -187,10 +191,41 @@ func (p *Proxy) newGeneration() *generation {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &generation{p: p, ctx: ctx, cancel: cancel, conns: make(map[*trackedConn]struct{}),
 		empty: make(chan struct{}, 1)}
+	g.servers = make([]*httpServers, 0, len(p.httpTargets))
 	for _, t := range p.httpTargets {
 		g.servers = append(g.servers, p.newHTTPServers(g, t))
 	}
 	return g
+}
+
+// serversFor returns the servers of t in this generation, starting them if t is a target made
+// after the generation was (a captured outbound route's); nil once the generation is closed.
+func (g *generation) serversFor(t *target) *httpServers {
+	g.serversMu.Lock()
+	defer g.serversMu.Unlock()
+	if g.servers == nil {
+		return nil
+	}
+	if t.httpIndex >= len(g.servers) {
+		g.servers = append(g.servers, make([]*httpServers, t.httpIndex+1-len(g.servers))...)
+	}
+	if g.servers[t.httpIndex] == nil {
+		g.servers[t.httpIndex] = g.p.newHTTPServers(g, t)
+	}
+	return g.servers[t.httpIndex]
+}
+
+// allServers are the servers started in this generation.
+func (g *generation) allServers() []*httpServers {
+	g.serversMu.Lock()
+	defer g.serversMu.Unlock()
+	out := make([]*httpServers, 0, len(g.servers))
+	for _, s := range g.servers {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // generationHandler serves a target's requests for the connections of one generation.
@@ -279,7 +314,11 @@ func (g *generation) serveHTTP(t *target, c net.Conn, h2 bool) {
 		g.serveHTTP1(t.route, c)
 		return
 	}
-	servers := g.servers[t.httpIndex]
+	servers := g.serversFor(t)
+	if servers == nil { // the generation was closed
+		_ = c.Close()
+		return
+	}
 	if h2 {
 		servers.http2.ServeConn(c, &http2.ServeConnOpts{Context: withPeerIdentity(g.ctx, c), BaseConfig: servers.http2Base})
 		_ = c.Close()
@@ -296,7 +335,7 @@ func (g *generation) serveHTTP(t *target, c net.Conn, h2 bool) {
 // over late and connections that go idle.
 func (g *generation) drainStep(idleGrace time.Duration) {
 	g.draining.Store(true)
-	for _, s := range g.servers {
+	for _, s := range g.allServers() {
 		// http2Base serves nothing itself, so Shutdown returns at once after starting the
 		// registered hooks: the graceful GOAWAY of every HTTP/2 connection (once per connection).
 		_ = s.http2Base.Shutdown(g.ctx)
@@ -329,9 +368,15 @@ func (g *generation) close() int {
 	for _, c := range conns {
 		_ = c.Close()
 	}
-	for _, s := range g.servers {
-		_ = s.http1.Close()
-		_ = s.http2Base.Close()
+	g.serversMu.Lock()
+	servers := g.servers
+	g.servers = nil
+	g.serversMu.Unlock()
+	for _, s := range servers {
+		if s != nil {
+			_ = s.http1.Close()
+			_ = s.http2Base.Close()
+		}
 	}
 	g.cancel()
 	return len(conns)

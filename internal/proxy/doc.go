@@ -32,9 +32,17 @@
 // app on localhost:X with the protocol of the declared port numbered X, or piped as TCP when X is
 // not declared (a silent client is piped after ProtocolDetectionTimeout: the server speaks
 // first); plaintext that dialed the inbound port itself goes to the first declared port (it has
-// no SNI). TLS is routed by SNI either way. HTTP, HTTP2 and GRPC ports offer ALPN h2 and
+// no SNI). TLS is routed by SNI either way, except under PERMISSIVE for a redirected
+// connection: its ClientHello is peeked (not consumed), and unless its server name is a port of
+// this MeshService the connection is piped unchanged to the app port it was addressed to, whose
+// app serves TLS itself (clienthello.go). HTTP, HTTP2 and GRPC ports offer ALPN h2 and
 // http/1.1 and are proxied per request, to the app over HTTP/1.1 (HTTP ports) or h2c with prior
 // knowledge (HTTP2, GRPC); TCP ports are piped.
+//
+// Captured outbound (captured.go, Options.CaptureOutbound: 127.0.0.1:15007 and [::1]:15007): the
+// app's connections that capture redirected are looked up by their original destination in the
+// outbound routes (SetOutboundRoutes); one to a MeshService address is served as an upstream's
+// below, to the route's cluster, and any other is piped to its original destination.
 //
 // Outbound (one listener per upstream, on 127.0.0.1 only): the first bytes from the app tell
 // HTTP/1 and h2c from anything else. HTTP is proxied per request, each request to an endpoint

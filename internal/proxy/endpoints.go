@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,6 +101,9 @@ type cluster struct {
 	stats     *targetStats
 	endpoints atomic.Pointer[endpointSet]
 	next      atomic.Uint64
+	// synced is closed when the cluster gets its first endpoints (SetEndpoints).
+	synced   chan struct{}
+	syncOnce sync.Once
 
 	// http carries requests of local HTTP/2 clients (ALPN h2, falling back to HTTP/1.1); those
 	// of HTTP/1 clients take the fast path, over the endpoints' h1 pools.
@@ -107,7 +111,7 @@ type cluster struct {
 }
 
 func (p *Proxy) newCluster(name string) *cluster {
-	c := &cluster{name: name, policy: p.opts.LoadBalancing, stats: p.metrics.forTarget(outbound, name)}
+	c := &cluster{name: name, policy: p.opts.LoadBalancing, stats: p.metrics.forTarget(outbound, name), synced: make(chan struct{})}
 	c.endpoints.Store(&endpointSet{})
 	c.http = p.newUpstreamTransport(c, func(e *endpoint) *tls.Config { return e.tlsHTTP })
 	c.http.ForceAttemptHTTP2 = true
@@ -137,7 +141,7 @@ func (p *Proxy) newUpstreamTransport(c *cluster, config func(*endpoint) *tls.Con
 // <port-name>.<meshservice>.<namespace>). Requests and connections that start afterwards use
 // them; endpoints that stay keep their pooled connections, sessions and state.
 func (p *Proxy) SetEndpoints(clusterName string, eps []Endpoint) error {
-	c := p.clusters[clusterName]
+	c := p.clusterNamed(clusterName, p.opts.CaptureOutbound)
 	if c == nil {
 		return fmt.Errorf("cluster %q is not an upstream of this proxy", clusterName)
 	}
@@ -161,6 +165,7 @@ func (p *Proxy) SetEndpoints(clusterName string, eps []Endpoint) error {
 		set.byAddress[ep.Address] = e
 	}
 	c.endpoints.Store(set)
+	c.syncOnce.Do(func() { close(c.synced) })
 	p.metrics.endpoints.WithLabelValues(clusterName).Set(float64(len(set.list)))
 	p.log.V(1).Info("Applied endpoints", "cluster", clusterName, "endpoints", len(set.list))
 	return nil
@@ -296,14 +301,23 @@ func (p *Proxy) dialEndpoint(ctx context.Context, c *cluster, e *endpoint, confi
 
 // tryEndpoints calls try with endpoints of c, each one not tried before, until one succeeds: it
 // goes on to another endpoint only after a connect error (nothing reached the endpoint), when
-// again (if not nil) allows it, and for up to MaxConnectAttempts endpoints. The endpoint that
-// succeeded counts one more request in flight (least-request) until the caller ends it with
-// e.active.Add(-1).
+// again (if not nil) allows it, and for up to MaxConnectAttempts attempts. When every endpoint
+// was tried and attempts are left (a MeshService with one or two ready pods), it waits
+// connectRetryDelay times the attempt and tries them again: a connect that fails while a server
+// proxy hands its listeners over or restarts fails for a moment only, and nothing was sent. The
+// endpoint that succeeded counts one more request in flight (least-request) until the caller
+// ends it with e.active.Add(-1).
 func (p *Proxy) tryEndpoints(c *cluster, try func(e *endpoint) error, again func() bool) (*endpoint, error) {
 	var tried [maxConnectAttempts]*endpoint
+	n := 0 // endpoints tried since the last pause
 	err := errNoEndpoints
 	for attempt := range p.opts.MaxConnectAttempts {
-		e := c.pick(tried[:attempt])
+		e := c.pick(tried[:n])
+		if e == nil && n > 0 {
+			time.Sleep(time.Duration(attempt) * connectRetryDelay)
+			n = 0
+			e = c.pick(nil)
+		}
 		if e == nil {
 			break
 		}
@@ -315,10 +329,15 @@ func (p *Proxy) tryEndpoints(c *cluster, try func(e *endpoint) error, again func
 		if !isConnectError(err) || (again != nil && !again()) {
 			break
 		}
-		tried[attempt] = e
+		tried[n] = e
+		n++
 	}
 	return nil, err
 }
+
+// connectRetryDelay is the pause before the endpoints of a cluster are tried again, times the
+// attempt (100 ms, then 200 ms with the default three attempts).
+const connectRetryDelay = 100 * time.Millisecond
 
 // dialCluster connects to an endpoint of c for a TCP stream, trying up to MaxConnectAttempts
 // endpoints. The endpoint counts the stream in flight until the caller ends it.

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -174,4 +176,40 @@ func TestSetEndpoints(t *testing.T) {
 			t.Fatal("the endpoint kept a TLS configuration that verifies the old identity")
 		}
 	})
+}
+
+// TestAConnectThatFailsForAMomentIsRetriedOnTheOnlyEndpoint: a MeshService with one ready pod
+// whose proxy does not accept for a moment (it hands its listeners over, or restarts) costs its
+// clients a short wait, not a 503.
+func TestAConnectThatFailsForAMomentIsRetriedOnTheOnlyEndpoint(t *testing.T) {
+	f := newFixture(t)
+	appPort := startHTTPApp(t, echoApp("http"), false)
+	// The server's address, with nothing listening on it yet.
+	reserved, _ := listenLocal(t)
+	serverAddr := reserved.Addr().String()
+	_ = reserved.Close()
+	client, local := f.clientProxy(Options{}, "http")
+	f.pointAt(client, serverAddr, "http")
+
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		cfg := proxyconfig.Config{MeshService: serverService, ControlPlane: "control-plane:15012", InboundPort: 15006,
+			MTLSMode: "STRICT", Ports: []proxyconfig.Port{{Name: "http", Port: appPort, Protocol: "HTTP"}}}
+		server := f.newProxy(cfg, Options{}, serverService)
+		l, err := net.Listen("tcp", serverAddr)
+		if err != nil {
+			t.Errorf("listening on the server's address again: %v", err)
+			return
+		}
+		if err := server.Start(map[string]net.Listener{InboundListener: l}); err != nil {
+			t.Error(err)
+		}
+	}()
+	res, _ := mustGet(t, h1Client(), "http://"+local["http"]+"/")
+	if res.StatusCode != http.StatusOK || res.Header.Get("X-App") != "http" {
+		t.Fatalf("answered %d by %q; want 200 from the app once its proxy listens", res.StatusCode, res.Header.Get("X-App"))
+	}
+	if got := counter(client.metrics.requestErrors.WithLabelValues("outbound", sni("http"), reasonConnect)); got != 0 {
+		t.Errorf("the request failed with a connect error (%v) instead of waiting for the endpoint", got)
+	}
 }

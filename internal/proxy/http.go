@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +36,11 @@ type route struct {
 
 	// Outbound: the upstream cluster.
 	cluster *cluster
+
+	// failLogged is when a failed request was last logged at info (Unix nanoseconds), and
+	// failUnlogged how many failed since: at most one line per second per route.
+	failLogged   atomic.Int64
+	failUnlogged atomic.Int64
 }
 
 var (
@@ -217,7 +223,15 @@ func (rt *route) upstreamFailed(err error) (status int, message string) {
 	default:
 		rt.stats.upstreamErrors.Inc()
 	}
-	rt.p.log.V(1).Info("Request failed", "direction", rt.dir.String(), "target", rt.name, "status", status, "error", err.Error())
+	if now, last := time.Now().UnixNano(), rt.failLogged.Load(); now-last >= int64(time.Second) && rt.failLogged.CompareAndSwap(last, now) {
+		// The proxy's own 502s and 503s are what a user debugging failed requests looks for:
+		// at info, one line per second per route with the count of those not logged.
+		rt.p.log.Info("Request failed", "direction", rt.dir.String(), "target", rt.name, "status", status, "error", err.Error(),
+			"alsoFailedSinceLastLine", rt.failUnlogged.Swap(0))
+	} else {
+		rt.failUnlogged.Add(1)
+		rt.p.log.V(1).Info("Request failed", "direction", rt.dir.String(), "target", rt.name, "status", status, "error", err.Error())
+	}
 	return status, message
 }
 

@@ -41,6 +41,9 @@ type metrics struct {
 	plaintextRefused  prometheus.Counter
 	unknownSNI        prometheus.Counter
 	endpoints         *prometheus.GaugeVec
+	outboundRoutes    prometheus.Gauge
+	captureRefused    prometheus.Counter
+	appTLSPassthrough prometheus.Counter
 
 	connectionsVec       *prometheus.CounterVec
 	activeConnectionsVec *prometheus.GaugeVec
@@ -106,6 +109,18 @@ func newMetrics() *metrics {
 			Name: "meshlift_proxy_connections_cut_total",
 			Help: "Connections closed by the proxy while their clients still used them, by reason (drain_budget, drain_timeout) and kind.",
 		}, []string{"reason", "kind"}),
+		outboundRoutes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshlift_proxy_outbound_routes",
+			Help: "Destinations (Service ClusterIP:port, pod IP:port) in the outbound routes that captured connections are routed by.",
+		}),
+		captureRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshlift_proxy_capture_refused_total",
+			Help: "Connections to the outbound capture port that capture did not redirect (closed).",
+		}),
+		appTLSPassthrough: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshlift_proxy_app_tls_passthrough_total",
+			Help: "Captured inbound TLS connections without a server name of this MeshService, piped to the app port they were addressed to (PERMISSIVE: the app serves TLS itself).",
+		}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meshlift_proxy_endpoints",
 			Help: "Endpoints known for each upstream cluster.",
@@ -129,7 +144,8 @@ func newMetrics() *metrics {
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.requestErrors, m.requestDuration, m.connectionsVec,
 		m.activeConnectionsVec, m.handshakeFailures, m.connectFailures, m.certificateExpiry,
-		m.plaintextRefused, m.unknownSNI, m.endpoints, m.retiringVec, m.connectionsCut}
+		m.plaintextRefused, m.unknownSNI, m.endpoints, m.retiringVec, m.connectionsCut, m.outboundRoutes, m.captureRefused,
+		m.appTLSPassthrough}
 }
 
 // targetStats are the per-request counters of one target, resolved once.

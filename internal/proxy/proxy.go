@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	outroutes "github.com/meshlift/meshlift/internal/outbound"
 	"github.com/meshlift/meshlift/internal/proxyconfig"
 )
 
@@ -85,6 +86,9 @@ type Options struct {
 	// AnnotationsFile is the pod's downward-API annotations file, where the app's original
 	// probes are (proxyconfig.OriginalProbesAnnotation). Without it every probe is unknown (404).
 	AnnotationsFile string
+	// CaptureOutbound adds the listeners of captured outbound connections (CaptureListener,
+	// CaptureListenerIPv6, on OutboundCapturePort), routed by SetOutboundRoutes (capture.go).
+	CaptureOutbound bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -157,8 +161,22 @@ type Proxy struct {
 	undeclared      *targetStats       // captured plaintext to ports the MeshService does not declare
 	probes          *appProbes         // nil without AppProbesListener
 	outbound        map[string]*target // by listener name
-	clusters        map[string]*cluster
 	httpTargets     []*target
+
+	// clusters are the upstreams' and, with CaptureOutbound, those of the outbound routes that
+	// got endpoints or a connection (created then).
+	clustersMu sync.RWMutex
+	clusters   map[string]*cluster
+
+	routes     atomic.Pointer[outroutes.Table] // the outbound routes (CaptureOutbound)
+	capturedMu sync.Mutex
+	captured   map[string]*target // a captured route's target, by cluster
+	nextHTTP   int                // the httpIndex of the next captured target
+	passOnce   sync.Once
+	passStats  *targetStats // captured connections to destinations outside the mesh
+	// passthroughDial, when set, dials destinations outside the mesh (tests: from the pod's
+	// network namespace, where the proxy's goroutines are not).
+	passthroughDial func(network, address string) (net.Conn, error)
 
 	mu        sync.Mutex // serializes Start, StopAccepting, ResumeAccepting, Drain's takeover and Close
 	started   bool
@@ -177,13 +195,14 @@ type Proxy struct {
 
 // listener is a listening socket the proxy accepts on.
 type listener struct {
-	name   string
-	ln     net.Listener
-	dl     interface{ SetDeadline(time.Time) error }
-	target *target // nil for the inbound and app probe listeners
-	probes bool    // AppProbesListener
-	stop   chan struct{}
-	done   chan struct{}
+	name    string
+	ln      net.Listener
+	dl      interface{ SetDeadline(time.Time) error }
+	target  *target // nil for the inbound, app probe and capture listeners
+	probes  bool    // AppProbesListener
+	capture bool    // CaptureListener or CaptureListenerIPv6
+	stop    chan struct{}
+	done    chan struct{}
 
 	wakeMu sync.Mutex
 	wakes  []net.Conn // connections made to wake an accept blocked in the kernel
@@ -207,6 +226,7 @@ func New(cfg proxyconfig.Config, opts Options) (*Proxy, error) {
 		inboundNumbers: map[int]*target{},
 		outbound:       map[string]*target{},
 		clusters:       map[string]*cluster{},
+		captured:       map[string]*target{},
 		gens:           map[*generation]struct{}{},
 	}
 	p.httpErrorLog = log.New(httpLogWriter{log: p.log.V(1)}, "", 0)
@@ -266,6 +286,10 @@ func New(cfg proxyconfig.Config, opts Options) (*Proxy, error) {
 		p.probes = p.newAppProbes()
 		p.listenerNames = append(p.listenerNames, AppProbesListener)
 	}
+	if opts.CaptureOutbound {
+		p.listenerNames = append(p.listenerNames, CaptureListener, CaptureListenerIPv6)
+	}
+	p.nextHTTP = len(p.httpTargets)
 	return p, nil
 }
 
@@ -280,11 +304,13 @@ func (p *Proxy) Collectors() []prometheus.Collector { return p.metrics.collector
 
 // ListenerNames are the listeners the configuration asks for: InboundListener, then
 // OutboundListener(port) per upstream, in the configuration's order, then AppProbesListener
-// (unless Options.AppProbePort is negative).
+// (unless Options.AppProbePort is negative), then CaptureListener and CaptureListenerIPv6 (with
+// Options.CaptureOutbound).
 func (p *Proxy) ListenerNames() []string { return slices.Clone(p.listenerNames) }
 
 // ListenAddress is where Bind listens for a listener: the inbound port and the app probe port
-// on every address (IPv4 and IPv6), an outbound port on 127.0.0.1 only.
+// on every address (IPv4 and IPv6), an outbound port on 127.0.0.1 only, the captured outbound
+// port on 127.0.0.1 and on ::1 (where capture redirects the app's IPv4 and IPv6 connections).
 func (p *Proxy) ListenAddress(name string) (string, error) {
 	if name == InboundListener {
 		return net.JoinHostPort("", strconv.Itoa(p.cfg.InboundPort)), nil
@@ -294,6 +320,14 @@ func (p *Proxy) ListenAddress(name string) (string, error) {
 	}
 	if _, ok := p.outbound[name]; ok {
 		return net.JoinHostPort("127.0.0.1", strings.TrimPrefix(name, "outbound:")), nil
+	}
+	if p.opts.CaptureOutbound {
+		switch name {
+		case CaptureListener:
+			return net.JoinHostPort("127.0.0.1", strconv.Itoa(OutboundCapturePort)), nil
+		case CaptureListenerIPv6:
+			return net.JoinHostPort("::1", strconv.Itoa(OutboundCapturePort)), nil
+		}
 	}
 	return "", fmt.Errorf("listener %q is not in the configuration", name)
 }
@@ -319,6 +353,11 @@ func (p *Proxy) Bind(names ...string) (map[string]net.Listener, error) {
 			if name == AppProbesListener {
 				p.log.Error(err, "Cannot bind the app probe listener; serving without it (the app's rewritten probes fail until a proxy binds it)",
 					"listener", name, "address", address)
+				continue
+			}
+			if name == CaptureListenerIPv6 {
+				// A pod without IPv6 (no ::1) has no IPv6 connections to capture either.
+				p.log.Info("Not capturing IPv6 outbound connections: cannot bind ::1", "listener", name, "address", address, "reason", err.Error())
 				continue
 			}
 		}
@@ -348,7 +387,8 @@ func (p *Proxy) Start(listeners map[string]net.Listener) error {
 		if !ok {
 			return fmt.Errorf("listener %s is a %T, which cannot stop accepting without closing", name, ln)
 		}
-		l := &listener{name: name, ln: ln, dl: dl, probes: name == AppProbesListener}
+		l := &listener{name: name, ln: ln, dl: dl, probes: name == AppProbesListener,
+			capture: name == CaptureListener || name == CaptureListenerIPv6}
 		if name != InboundListener && !l.probes {
 			l.target = p.outbound[name]
 			addr, ok := ln.Addr().(*net.TCPAddr)
@@ -537,7 +577,7 @@ func (p *Proxy) resumeLocked() {
 func (p *Proxy) accept(g *generation, l *listener, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	dir := inbound
-	if l.target != nil {
+	if l.target != nil || l.capture {
 		dir = outbound
 	}
 	var delay time.Duration
@@ -583,7 +623,11 @@ func (p *Proxy) accept(g *generation, l *listener, stop <-chan struct{}, done ch
 			continue
 		}
 		if c := g.track(raw, dir, l.name); c != nil {
-			go p.serveConn(c, l.target)
+			if l.capture {
+				go p.serveCaptured(c)
+			} else {
+				go p.serveConn(c, l.target)
+			}
 		}
 	}
 }
@@ -619,7 +663,15 @@ func (p *Proxy) Close() error {
 	if p.probes != nil {
 		p.probes.close()
 	}
-	for _, t := range p.httpTargets {
+	p.capturedMu.Lock()
+	targets := slices.Clone(p.httpTargets)
+	for _, t := range p.captured {
+		if !slices.Contains(targets, t) {
+			targets = append(targets, t)
+		}
+	}
+	p.capturedMu.Unlock()
+	for _, t := range targets {
 		if rt := t.route; rt.cluster != nil {
 			rt.cluster.http.CloseIdleConnections()
 			for _, e := range rt.cluster.endpoints.Load().list {

@@ -50,13 +50,15 @@ func (p *Proxy) serveConn(c *trackedConn, t *target) {
 // when mTLS is STRICT and, when PERMISSIVE, sent to the app port the client dialed when capture
 // redirected the connection (plaintextTargetFor), else to the first declared port. A redirected
 // PERMISSIVE connection to a TCP port that stays silent for ProtocolDetectionTimeout is piped
-// as well (the server speaks first: SMTP, MySQL), as on outbound listeners.
+// as well (the server speaks first: SMTP, MySQL), as on outbound listeners. A redirected
+// PERMISSIVE TLS connection whose ClientHello has no server name of this MeshService is piped
+// to its app port as well, ClientHello included: the app serves TLS itself (passAppTLS).
 func (p *Proxy) serveInbound(c *trackedConn) {
 	deadline := time.Now().Add(p.opts.HandshakeTimeout)
 	var plain *target
+	var redirected bool
 	firstByte, serverFirst := deadline, false
 	if p.permissive {
-		var redirected bool
 		plain, redirected = p.plaintextTargetFor(c)
 		if redirected && plain.route == nil {
 			firstByte, serverFirst = time.Now().Add(p.opts.ProtocolDetectionTimeout), true
@@ -71,6 +73,9 @@ func (p *Proxy) serveInbound(c *trackedConn) {
 		return
 	}
 	if c.buffered()[0] == tlsHandshakeRecord {
+		if redirected && p.passAppTLS(c, plain, deadline) {
+			return
+		}
 		p.serveInboundTLS(c, deadline)
 		return
 	}

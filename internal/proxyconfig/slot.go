@@ -96,3 +96,20 @@ func DrainMaxDuration(annotations map[string]string) (budget time.Duration, ok b
 	budget, err = ParseDrainMaxDuration(value)
 	return budget, err == nil, err
 }
+
+// CaptureAnnotation lists the directions the pod's traffic is captured in (the capture
+// package's AnnotationCapture, which the injector sets): "inbound", "outbound",
+// "inbound,outbound", "none".
+const CaptureAnnotation = "meshlift.io/capture"
+
+// CapturesOutbound reports whether the pod's capture annotation names outbound: its proxy then
+// listens for the app's captured outbound connections. Items are read as the capture package
+// reads them (comma-separated, spaces around them allowed); anything else is not outbound.
+func CapturesOutbound(annotations map[string]string) bool {
+	for item := range strings.SplitSeq(annotations[CaptureAnnotation], ",") {
+		if strings.TrimSpace(item) == "outbound" {
+			return true
+		}
+	}
+	return false
+}

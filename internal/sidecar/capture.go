@@ -27,7 +27,23 @@ const (
 	// CaptureModeInitContainer marks pods and adds an init container (CaptureInitContainerName)
 	// that sets the rules in the pod's network namespace, for clusters without the CNI plugin.
 	CaptureModeInitContainer CaptureMode = "init-container"
+	// CaptureModeAuto is CaptureModeCNI while the meshlift-cni DaemonSet has a ready pod, and
+	// CaptureModeNone otherwise (the operator's default): the injector resolves it for each pod
+	// (Resolve); Inject treats it as none.
+	CaptureModeAuto CaptureMode = "auto"
 )
+
+// Resolve is the mode a pod is injected with: auto becomes cni when the plugin is installed,
+// none otherwise; the other modes stay as they are.
+func (m CaptureMode) Resolve(pluginInstalled bool) CaptureMode {
+	if m != CaptureModeAuto {
+		return m
+	}
+	if pluginInstalled {
+		return CaptureModeCNI
+	}
+	return CaptureModeNone
+}
 
 // String makes *CaptureMode a flag.Value.
 func (m CaptureMode) String() string { return string(m) }
@@ -35,11 +51,11 @@ func (m CaptureMode) String() string { return string(m) }
 // Set parses a flag value.
 func (m *CaptureMode) Set(s string) error {
 	switch CaptureMode(s) {
-	case CaptureModeNone, CaptureModeCNI, CaptureModeInitContainer:
+	case CaptureModeAuto, CaptureModeNone, CaptureModeCNI, CaptureModeInitContainer:
 		*m = CaptureMode(s)
 		return nil
 	}
-	return fmt.Errorf("must be %s, %s or %s, not %q", CaptureModeNone, CaptureModeCNI, CaptureModeInitContainer, s)
+	return fmt.Errorf("must be %s, %s, %s or %s, not %q", CaptureModeAuto, CaptureModeNone, CaptureModeCNI, CaptureModeInitContainer, s)
 }
 
 // Enabled reports whether injected pods are marked for capture.

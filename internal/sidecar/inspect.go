@@ -54,8 +54,11 @@ func PodReady(pod *corev1.Pod) bool {
 
 // ProxyReady reports whether the active proxy container is ready. Native sidecars report their
 // status among the init containers.
-func ProxyReady(pod *corev1.Pod) bool {
-	name := ActiveContainerName(pod)
+func ProxyReady(pod *corev1.Pod) bool { return SlotReady(pod, ActiveSlot(pod)) }
+
+// SlotReady reports whether the proxy container of slot (0: the single proxy) is ready.
+func SlotReady(pod *corev1.Pod, slot int) bool {
+	name := SlotContainerName(slot)
 	for _, statuses := range [][]corev1.ContainerStatus{pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses} {
 		for i := range statuses {
 			if statuses[i].Name == name {

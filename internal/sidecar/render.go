@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
+	"github.com/meshlift/meshlift/internal/capture"
 	"github.com/meshlift/meshlift/internal/proxyconfig"
 )
 
@@ -310,8 +311,8 @@ func proxyContainer(slot int, image string, resources corev1.ResourceRequirement
 		},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
-			RunAsUser:                ptr.To[int64](65532),
-			RunAsGroup:               ptr.To[int64](65532),
+			RunAsUser:                ptr.To(int64(capture.DefaultProxyUID)),
+			RunAsGroup:               ptr.To(int64(capture.DefaultProxyUID)),
 			AllowPrivilegeEscalation: ptr.To(false),
 			ReadOnlyRootFilesystem:   ptr.To(true),
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},

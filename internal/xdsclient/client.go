@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,6 +76,9 @@ type Options struct {
 	// MeshService ports. A listener that does not decode or that outbound.FromListener refuses is
 	// NACKed without calling it; an error it returns NACKs the version too. Either way the proxy
 	// keeps the last table it accepted. An empty response (no listener) is an empty table.
+	// The client also subscribes to the endpoints (EDS) of every cluster an accepted table
+	// routes to, next to Clusters, and calls EndpointsSynced only for an EDS response that
+	// holds all of them.
 	OnOutboundRoutes func(*outbound.Table) error
 	// Key is the proxy's first private key; generated (ECDSA P-256, in memory only) when nil.
 	// Every renewal generates a new one (see RenewFraction).
@@ -414,8 +418,12 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: c.node(), TypeUrl: TypeSecret, ResourceNames: secrets}); err != nil {
 		return false, fmt.Errorf("requesting secrets: %w", err)
 	}
-	if len(c.opts.Clusters) > 0 {
-		if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: TypeAssignment, ResourceNames: c.opts.Clusters}); err != nil {
+	// clusters are the EDS subscription: the upstreams', then those of the outbound routes
+	// (captured connections go to any MeshService port the table names). It only grows on a
+	// stream; a new stream starts again from the upstreams.
+	clusters := slices.Clone(c.opts.Clusters)
+	if len(clusters) > 0 {
+		if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: TypeAssignment, ResourceNames: clusters}); err != nil {
 			return false, fmt.Errorf("requesting endpoints: %w", err)
 		}
 	}
@@ -443,6 +451,7 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 	// lastNonce is of the last secret response accepted: a renewal acknowledges it again (after
 	// a NACK, the control plane takes the renewal for stale and reads only its node, its CSR).
 	lastNonce := ""
+	lastEDSNonce := ""
 	for {
 		var renew <-chan time.Time
 		var timer *time.Timer
@@ -489,7 +498,7 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 			c.setConnected(true)
 			c.log.Info("Connected to the control plane", "address", c.opts.Address)
 		}
-		names := c.opts.Clusters
+		names := clusters
 		switch resp.GetTypeUrl() {
 		case TypeSecret:
 			names = secrets
@@ -497,7 +506,8 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 			names = listeners
 		}
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResourceNames: names, ResponseNonce: resp.GetNonce()}
-		if applyErr := c.apply(resp, h); applyErr != nil {
+		table, applyErr := c.apply(resp, h, clusters)
+		if applyErr != nil {
 			c.nacks.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
 			c.log.Error(applyErr, "Refusing a control-plane response", "type", shortType(resp.GetTypeUrl()), "version", resp.GetVersionInfo())
 			req.VersionInfo = accepted[resp.GetTypeUrl()]
@@ -506,19 +516,49 @@ func (c *Client) stream(ctx context.Context, h Handler) (answered bool, err erro
 			c.acks.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
 			accepted[resp.GetTypeUrl()] = resp.GetVersionInfo()
 			req.VersionInfo = resp.GetVersionInfo()
-			if resp.GetTypeUrl() == TypeSecret {
+			switch resp.GetTypeUrl() {
+			case TypeSecret:
 				lastNonce = resp.GetNonce()
+			case TypeAssignment:
+				lastEDSNonce = resp.GetNonce()
 			}
 		}
 		if err := stream.Send(req); err != nil {
 			return answered, fmt.Errorf("acknowledging: %w", err)
 		}
+		if grown, ok := withClusters(clusters, table.Clusters()); ok {
+			clusters = grown
+			c.log.V(1).Info("Subscribing to the endpoints of the outbound routes' clusters", "clusters", len(clusters))
+			req := &discoveryv3.DiscoveryRequest{
+				TypeUrl: TypeAssignment, ResourceNames: clusters,
+				VersionInfo: accepted[TypeAssignment], ResponseNonce: lastEDSNonce,
+			}
+			if err := stream.Send(req); err != nil {
+				return answered, fmt.Errorf("subscribing to the outbound routes' endpoints: %w", err)
+			}
+		}
 	}
+}
+
+// withClusters is subscribed with the clusters of more it lacks, appended in order; false when
+// it lacks none.
+func withClusters(subscribed, more []string) ([]string, bool) {
+	var added []string
+	for _, name := range more {
+		if !slices.Contains(subscribed, name) {
+			added = append(added, name)
+		}
+	}
+	if len(added) == 0 {
+		return subscribed, false
+	}
+	return append(slices.Clone(subscribed), added...), true
 }
 
 // apply decodes every resource first and hands them to h only when all of them are good, so
 // a bad response changes nothing.
-func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
+// It returns the outbound routes it accepted (nil for other types).
+func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler, clusters []string) (*outbound.Table, error) {
 	switch resp.GetTypeUrl() {
 	case TypeSecret:
 		var cert *Certificate
@@ -526,7 +566,7 @@ func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
 		for _, res := range resp.GetResources() {
 			name, crt, b, err := DecodeSecret(res)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			switch {
 			case crt != nil && (name == SecretCertificate || name == c.opts.SPIFFEID):
@@ -534,55 +574,65 @@ func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
 					crt.Key = c.keyFor(crt.Leaf)
 				}
 				if crt.Key == nil || !publicKeyMatches(crt.Leaf, crt.Key) {
-					return invalid("certificate %q is not for this proxy's key", name)
+					return nil, invalid("certificate %q is not for this proxy's key", name)
 				}
 				cert = crt
 			case b != nil && name == SecretTrustBundle:
 				bundle = b
 			default:
-				return invalid("unexpected secret %q", name)
+				return nil, invalid("unexpected secret %q", name)
 			}
 		}
 		if bundle != nil {
 			if err := h.TrustBundle(bundle); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if cert != nil {
 			if err := h.Certificate(cert); err != nil {
-				return err
+				return nil, err
 			}
 			c.certified(cert.Key, cert.Leaf, time.Now())
 		}
-		return nil
+		return nil, nil
 	case TypeAssignment:
-		want := make(map[string]bool, len(c.opts.Clusters))
-		for _, name := range c.opts.Clusters {
+		want := make(map[string]bool, len(clusters))
+		for _, name := range clusters {
 			want[name] = true
 		}
 		assignments := make([]Assignment, 0, len(resp.GetResources()))
+		got := make(map[string]bool, len(resp.GetResources()))
 		for _, res := range resp.GetResources() {
 			a, err := DecodeAssignment(res)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !want[a.Cluster] {
-				return invalid("unexpected cluster %q", a.Cluster)
+				return nil, invalid("unexpected cluster %q", a.Cluster)
 			}
+			got[a.Cluster] = true
 			assignments = append(assignments, a)
 		}
 		for _, a := range assignments {
 			if err := h.Endpoints(a); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		if syncer, ok := h.(EndpointsSyncer); ok {
+		// A response to the subscription before the outbound routes' clusters were added does
+		// not sync them: the control plane sends every cluster subscribed to (empty when its
+		// MeshService has no such port), so a response that lacks one is an older answer.
+		// (The upstreams' clusters keep the rule of proxies without capture: any response.)
+		complete := true
+		for _, name := range clusters[len(c.opts.Clusters):] {
+			complete = complete && got[name]
+		}
+		if syncer, ok := h.(EndpointsSyncer); ok && complete {
 			syncer.EndpointsSynced()
 		}
-		return nil
+		return nil, nil
 	case TypeListener:
 		if c.opts.OnOutboundRoutes == nil {
-			return invalid("unexpected listeners: this proxy did not subscribe to the outbound routes")
+			return nil, invalid("unexpected listeners: this proxy did not subscribe to the outbound routes")
 		}
 		table := &outbound.Table{}
 		switch resources := resp.GetResources(); len(resources) {
@@ -590,14 +640,17 @@ func (c *Client) apply(resp *discoveryv3.DiscoveryResponse, h Handler) error {
 		case 1:
 			var err error
 			if table, err = DecodeOutboundRoutes(resources[0]); err != nil {
-				return err
+				return nil, err
 			}
 		default:
-			return invalid("%d listeners, want only %s", len(resources), outbound.ListenerName)
+			return nil, invalid("%d listeners, want only %s", len(resources), outbound.ListenerName)
 		}
-		return c.opts.OnOutboundRoutes(table)
+		if err := c.opts.OnOutboundRoutes(table); err != nil {
+			return nil, err
+		}
+		return table, nil
 	default:
-		return invalid("unexpected resource type %q", resp.GetTypeUrl())
+		return nil, invalid("unexpected resource type %q", resp.GetTypeUrl())
 	}
 }
 

@@ -140,3 +140,47 @@ func TestAClientThatDoesNotAskForTheOutboundRoutesRefusesThem(t *testing.T) {
 		}
 	}
 }
+
+func TestAClientSubscribesToTheEndpointsOfEveryClusterItsOutboundRoutesName(t *testing.T) {
+	f := start(t)
+	tables := make(chan *outbound.Table, 10)
+	c := f.outboundClient(t, tables)
+	rec := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = c.Run(ctx, rec) }()
+	stream := <-f.server.streams
+	waitRequest(t, f.server, func(r *discoveryv3.DiscoveryRequest) bool { return r.GetTypeUrl() == TypeListener })
+	for _, r := range f.server.requests() {
+		if r.GetTypeUrl() == TypeAssignment {
+			t.Fatalf("a client without upstreams subscribed to endpoints %v before it had routes", r.GetResourceNames())
+		}
+	}
+
+	send(t, stream, TypeListener, "1", listenerAny(t,
+		route("http.api.shop", "HTTP", 80, "10.96.0.10"), route("tcp.db.shop", "TCP", 5432, "10.96.0.11")))
+	nextTable(t, tables)
+	eds := waitRequest(t, f.server, func(r *discoveryv3.DiscoveryRequest) bool { return r.GetTypeUrl() == TypeAssignment })
+	if got, want := eds.GetResourceNames(), []string{"http.api.shop", "tcp.db.shop"}; !slices.Equal(got, want) {
+		t.Fatalf("the client subscribed to endpoints %v, want %v", got, want)
+	}
+
+	// A response that lacks one of them answers an older subscription: applied, not synced.
+	send(t, stream, TypeAssignment, "1", assignmentAny(t, "http.api.shop", "10.244.0.5"))
+	rec.wait(t, func() bool { return len(rec.endpoints["http.api.shop"]) == 1 })
+	if rec.synced != 0 {
+		t.Fatal("a response without every subscribed cluster synced the endpoints")
+	}
+	send(t, stream, TypeAssignment, "2", assignmentAny(t, "http.api.shop", "10.244.0.5"), assignmentAny(t, "tcp.db.shop"))
+	rec.wait(t, func() bool { return rec.synced == 1 })
+
+	// A new table adds its new cluster to the subscription, acknowledging the endpoints held.
+	send(t, stream, TypeListener, "2", listenerAny(t, route("grpc.ledger.bank", "GRPC", 9090, "10.96.1.1")))
+	nextTable(t, tables)
+	grown := waitRequest(t, f.server, func(r *discoveryv3.DiscoveryRequest) bool {
+		return r.GetTypeUrl() == TypeAssignment && len(r.GetResourceNames()) == 3
+	})
+	if got, want := grown.GetResourceNames(), []string{"http.api.shop", "tcp.db.shop", "grpc.ledger.bank"}; !slices.Equal(got, want) || grown.GetVersionInfo() != "2" || grown.GetResponseNonce() != "n-2" {
+		t.Fatalf("the grown subscription is %v at version %q nonce %q; want %v at 2, n-2", got, grown.GetVersionInfo(), grown.GetResponseNonce(), want)
+	}
+}

@@ -148,14 +148,14 @@ func plaintextFrom(t *testing.T, ns, name, url string, d time.Duration) loadSumm
 	return loadResult(t, pod)
 }
 
-// TestInboundCaptureMakesStrictMTLSHold runs the demo app under STRICT and PERMISSIVE mTLS with
+// TestCaptureMakesStrictMTLSHoldAndServiceNamesMeshed runs the demo app under STRICT and PERMISSIVE mTLS with
 // capture on (the CNI plugin installed by its DaemonSet, the operator with --capture-mode=cni):
 // a client outside the mesh that calls a STRICT pod's app port directly is refused, one that
 // calls a PERMISSIVE pod's app port is served through the proxy; the kubelet's probes, rewritten
 // to the proxy's app-probe port, keep the pods Ready; a meshed client gets its SPIFFE ID
 // vouched for by the server's proxy; and a hot upgrade of the PERMISSIVE pod under plaintext
 // load on its captured port drops nothing.
-func TestInboundCaptureMakesStrictMTLSHold(t *testing.T) {
+func TestCaptureMakesStrictMTLSHoldAndServiceNamesMeshed(t *testing.T) {
 	installCNI(t)
 	setCaptureMode(t, "cni")
 	ctx := context.Background()
@@ -263,6 +263,88 @@ func TestInboundCaptureMakesStrictMTLSHold(t *testing.T) {
 	if after.Name != permissivePod.Name || sidecar.Version(&after) != to.Name {
 		t.Errorf("after the plan: pod %s runs %s (want %s still, on %s)", after.Name, sidecar.Version(&after), permissivePod.Name, to.Name)
 	}
+
+	outboundCapture(t, ns, to)
+}
+
+// outboundCapture is the outbound half of the capture test (the operator marks pods for outbound
+// capture by default): a meshed client that calls the STRICT app by its Service name, with no
+// upstream of its own for it, reaches it over mTLS (the app sees the client's SPIFFE ID), and a
+// hot upgrade of the client and the server under that load loses nothing.
+func outboundCapture(t *testing.T, ns string, to *meshv1alpha1.SidecarVersion) {
+	ctx := context.Background()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "strict", Namespace: ns},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "strict"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if err := k8s.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	// The local cluster runs no DNS server: the client pod resolves the Service's names to its
+	// ClusterIP through /etc/hosts, which is what cluster DNS would answer. Capture acts on the
+	// ClusterIP the name resolves to; DNS itself (port 53) is never captured.
+	name := "strict." + ns + ".svc.cluster.local"
+	url := "http://" + name + "/"
+	withName := func(pod *corev1.Pod) *corev1.Pod {
+		pod.Spec.HostAliases = []corev1.HostAlias{{IP: svc.Spec.ClusterIP, Hostnames: []string{name, "strict." + ns, "strict"}}}
+		return pod
+	}
+	callerPod := withName(loadPod(ns, "svc-client", url, 150*time.Second))
+	if err := k8s.Create(ctx, callerPod); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		pod := &corev1.Pod{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(callerPod), pod); err != nil {
+			return false, err.Error()
+		}
+		return pod.Status.Phase == corev1.PodRunning, fmt.Sprintf("pod svc-client is %s", pod.Status.Phase)
+	})
+	pod := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(callerPod), pod); err != nil {
+		t.Fatal(err)
+	}
+	if got := pod.Annotations[capture.AnnotationCapture]; !strings.Contains(got, capture.CaptureOutbound) {
+		t.Fatalf("the meshed client is not marked for outbound capture: %s=%q", capture.AnnotationCapture, got)
+	}
+	var answer struct {
+		PeerIdentity string `json:"peerIdentity"`
+	}
+	testenv.Eventually(t, time.Minute, func(context.Context) (bool, string) {
+		out, err := kubectl(t, "", "-n", ns, "exec", "svc-client", "-c", "load", "--", "/meshlift-demo", "get", url)
+		if err != nil {
+			return false, fmt.Sprintf("%v: %s", err, out)
+		}
+		_, body, _ := strings.Cut(out, "\n")
+		return json.Unmarshal([]byte(body), &answer) == nil, out
+	})
+	if want := fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/default", ns); answer.PeerIdentity != want {
+		t.Errorf("the STRICT app, called by its Service name, saw the caller as %q, want %q (over mTLS from the client's proxy)", answer.PeerIdentity, want)
+	}
+
+	// Hot-upgrade the server and every client pod while the load runs through the Service name.
+	plan := gen.UpgradePlan("both-to-v2", to.Name, []string{"strict", "client"}, gen.UpgradePlanMeta(gen.SetNamespace(ns)))
+	if err := k8s.Create(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 4*time.Minute, func(ctx context.Context) (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(plan), plan); err != nil {
+			return false, err.Error()
+		}
+		return plan.Status.Phase == meshv1alpha1.PhaseSucceeded, fmt.Sprintf("plan %s %+v", plan.Status.Phase, plan.Status.Counts)
+	})
+	result := loadResult(t, callerPod)
+	t.Logf("load through the Service name during the hot upgrade of client and server: %d sent, %d failed %v", result.Sent, result.Failed, result.Failures)
+	if result.Sent == 0 || result.Failed != 0 {
+		t.Errorf("requests through captured outbound connections failed during the hot upgrade: %+v", result)
+		logProxyFailures(t, ns)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(callerPod), pod); err != nil {
+		t.Fatal(err)
+	}
+	if v := sidecar.Version(pod); v != to.Name {
+		t.Errorf("pod svc-client runs %s after the plan, want %s", v, to.Name)
+	}
 }
 
 // plaintextPod is a pod outside the mesh that sends plaintext load to url for d.
@@ -272,4 +354,32 @@ func plaintextPod(ns, name, url string, d time.Duration) *corev1.Pod {
 	pod.ObjectMeta = metav1.ObjectMeta{Name: name, Namespace: ns, Labels: pod.Labels}
 	pod.Spec.TerminationGracePeriodSeconds = ptr.To[int64](5)
 	return pod
+}
+
+// logProxyFailures logs what the proxies of every pod of ns said about failed requests and
+// handoffs (both slots, this and the previous run of each container), to tell a client proxy's
+// 503 from a server's.
+func logProxyFailures(t *testing.T, ns string) {
+	t.Helper()
+	pods := &corev1.PodList{}
+	if err := k8s.List(context.Background(), pods, client.InNamespace(ns)); err != nil {
+		t.Log(err)
+		return
+	}
+	for _, pod := range pods.Items {
+		for _, container := range []string{sidecar.SlotContainerName(1), sidecar.SlotContainerName(2)} {
+			for _, previous := range []string{"--previous=true", "--previous=false"} {
+				out, err := kubectl(t, "", "-n", ns, "logs", pod.Name, "-c", container, previous)
+				if err != nil {
+					continue
+				}
+				for _, line := range strings.Split(out, "\n") {
+					if strings.Contains(line, "Request failed") || strings.Contains(line, "Took over") || strings.Contains(line, "took over") ||
+						strings.Contains(line, "Applied endpoints") || strings.Contains(line, "Stopped accepting") {
+						t.Logf("%s/%s %s: %s", pod.Name, container, previous, line)
+					}
+				}
+			}
+		}
+	}
 }

@@ -3,16 +3,25 @@
 // capture.AnnotationCapture, when the pod is created, so app pods need no NET_ADMIN.
 //
 // ADD runs after the network plugin (it must be chained: it passes the prevResult through).
-// It gets the pod from the API server; an unmarked pod is left alone. For a marked pod it
-// applies the rules, and any failure fails ADD, so the pod does not start with its traffic
-// uncaptured (a STRICT MeshService would be reachable around its proxy). A pod that cannot be
-// fetched fails ADD too ("fail closed": the plugin cannot tell whether it is meshed), except in
-// the namespaces of NetConf.ExcludeNamespaces (kube-system by default), whose pods must start
-// while the API server is unreachable (its own, DNS, the network plugin); those pods start
-// without capture and the failure is logged.
+// It gets the pod from the API server. For a marked pod it applies the rules, and any failure
+// fails ADD, so the pod does not start with its traffic uncaptured (a STRICT MeshService would be
+// reachable around its proxy). A pod that cannot be fetched fails ADD too ("fail closed": the
+// plugin cannot tell whether it is meshed), except in the namespaces of NetConf.ExcludeNamespaces
+// (kube-system by default), whose pods must start while the API server is unreachable (its own,
+// DNS, the network plugin); those pods start without capture and the failure is logged.
+//
+// An unmarked pod is left alone, unless it carries no sidecar and a STRICT MeshService selects
+// it (Isolate): the injector fails open, so a pod created while every operator replica was down
+// gets no sidecar, and would serve plaintext where STRICT promises mTLS only. Such a pod is
+// isolated (IsolationConfig: every inbound TCP connection is refused, so it never becomes Ready)
+// until the operator's repair controller has it recreated with the sidecar. Deciding that takes
+// a list of the namespace's MeshServices; when the list fails, ADD fails as when the pod cannot
+// be fetched (the kubelet retries). Pods of the excluded and system namespaces, pods that opted
+// out of injection (meshlift.io/inject: "false") and injected pods need no list and are never
+// isolated.
 //
 // DEL deletes the table and never fails: the rules die with the namespace anyway, and a failed
-// DEL would block the pod's deletion. CHECK verifies the rules of a marked pod.
+// DEL would block the pod's deletion. CHECK verifies the rules of a marked or isolated pod.
 package cni
 
 import (
@@ -22,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -31,6 +41,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/sys/unix"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/meshlift/meshlift/internal/capture"
 )
@@ -44,7 +55,8 @@ var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
 // DefaultExcludeNamespaces is NetConf.ExcludeNamespaces when the configuration does not set it.
 var DefaultExcludeNamespaces = []string{"kube-system"}
 
-// DefaultLookupTimeout bounds the pod lookup of one CNI call, retries included.
+// DefaultLookupTimeout bounds the pod lookup of one CNI call, retries included, and the
+// MeshService lookup of one CNI call the same.
 const DefaultLookupTimeout = 10 * time.Second
 
 // NetConf is the plugin's entry in a CNI configuration list, for example
@@ -53,10 +65,13 @@ const DefaultLookupTimeout = 10 * time.Second
 //	 "excludeNamespaces": ["kube-system"]}
 type NetConf struct {
 	types.PluginConf
-	// Kubeconfig is the path of the kubeconfig the plugin reads pods with (get pods, cluster-wide).
+	// Kubeconfig is the path of the kubeconfig the plugin reads pods and MeshServices with (get
+	// pods and list meshservices.mesh.meshlift.io, cluster-wide: config/cni/rbac.yaml).
 	Kubeconfig string `json:"kubeconfig"`
 	// ExcludeNamespaces are namespaces whose pods start without capture when the plugin cannot
-	// get them from the API server. Unset means DefaultExcludeNamespaces; [] means none.
+	// get them from the API server, and whose pods are never isolated (the installer adds its
+	// own namespace, the operator's in the default install: the operator must start while it is
+	// down). Unset means DefaultExcludeNamespaces; [] means none.
 	ExcludeNamespaces *[]string `json:"excludeNamespaces,omitempty"`
 }
 
@@ -81,6 +96,15 @@ type podArgs struct {
 type Pod struct {
 	UID         string
 	Annotations map[string]string
+	Labels      map[string]string
+	// Injected is set when the pod carries the Meshlift sidecar (the injector's annotations or a
+	// proxy container).
+	Injected bool
+	// ProxyUID is the runAsUser of the pod's proxy containers, when they set one: the user whose
+	// connections outbound capture leaves alone. A pod injected by an operator that ran its
+	// proxies as another user than capture.DefaultProxyUID keeps its own, so its proxy's
+	// connections never loop back to itself.
+	ProxyUID *int64
 }
 
 // PodLookup gets a pod from the API server. NewKubeLookup is the real one; tests of the
@@ -97,11 +121,29 @@ func (f PodLookupFunc) Pod(ctx context.Context, namespace, name string) (Pod, er
 	return f(ctx, namespace, name)
 }
 
+// MeshServiceLookup lists the MeshServices of a namespace. NewKubeMeshServiceLookup is the real
+// one; tests of the plugin's logic pass their own.
+type MeshServiceLookup interface {
+	MeshServices(ctx context.Context, namespace string) ([]MeshService, error)
+}
+
+// MeshServiceLookupFunc is a MeshServiceLookup.
+type MeshServiceLookupFunc func(ctx context.Context, namespace string) ([]MeshService, error)
+
+// MeshServices calls f.
+func (f MeshServiceLookupFunc) MeshServices(ctx context.Context, namespace string) ([]MeshService, error) {
+	return f(ctx, namespace)
+}
+
 // Plugin runs the CNI commands.
 type Plugin struct {
 	// NewPodLookup makes the pod lookup from the configuration (its kubeconfig).
 	NewPodLookup func(conf *NetConf) (PodLookup, error)
-	// LookupTimeout bounds the pod lookup; zero means DefaultLookupTimeout.
+	// NewMeshServiceLookup makes the MeshService lookup from the configuration; it decides
+	// whether a pod without the sidecar is isolated (Isolate).
+	NewMeshServiceLookup func(conf *NetConf) (MeshServiceLookup, error)
+	// LookupTimeout bounds the pod lookup, and the MeshService lookup; zero means
+	// DefaultLookupTimeout for each.
 	LookupTimeout time.Duration
 	// Log receives what the plugin did and tolerated (the runtime keeps the plugin's stderr).
 	Log io.Writer
@@ -146,16 +188,31 @@ func (p *Plugin) Add(args *skel.CmdArgs) (*NetConf, types.Result, error) {
 	if conf.PrevResult == nil {
 		return nil, nil, fmt.Errorf("%s is a chained plugin and got no prevResult: list it after the network plugin in the CNI configuration list", PluginName)
 	}
-	cfg, pod, err := p.captureConfig(conf, args)
-	if err != nil || cfg == nil {
-		return conf, conf.PrevResult, err
+	decision, err := p.captureConfig(conf, args)
+	if err != nil {
+		return nil, nil, err
 	}
+	if decision.config == nil {
+		return conf, conf.PrevResult, nil
+	}
+	pod := decision.pod
 	if err := refuseOwnNamespace(args.Netns); err != nil {
 		return nil, nil, err
 	}
-	rs, err := capture.NewRuleset(*cfg)
+	rs, err := capture.NewRuleset(*decision.config)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: pod %s: %w", PluginName, pod, err)
+	}
+	if decision.isolatedBy != "" {
+		if err := capture.Apply(args.Netns, rs); err != nil {
+			return nil, nil, fmt.Errorf("%s: pod %s has no sidecar and MeshService %s, whose mTLS mode is STRICT, selects it; failed to isolate it, "+
+				"and it must not serve plaintext: %w", PluginName, pod, decision.isolatedBy, err)
+		}
+		p.logf("pod %s: ISOLATED: it has no Meshlift sidecar (it was created while the injector was unavailable, or the injector skipped it) "+
+			"and MeshService %s, whose mTLS mode is STRICT, selects it, so every inbound TCP connection to it is refused and it does not become Ready; "+
+			"the operator evicts it so that its controller recreates it with the sidecar (or fix what the InjectionSkipped event of the MeshService says, or set %s: \"false\" on the pod to keep it out of the mesh)",
+			pod, decision.isolatedBy, annotationInject)
+		return conf, conf.PrevResult, nil
 	}
 	if err := capture.Apply(args.Netns, rs); err != nil {
 		return nil, nil, fmt.Errorf("%s: failed to set up traffic capture for pod %s, which is marked with %s; the pod must not start uncaptured: %w",
@@ -186,30 +243,42 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	cfg, pod, err := p.captureConfig(conf, args)
-	if err != nil || cfg == nil {
+	decision, err := p.captureConfig(conf, args)
+	if err != nil || decision.config == nil {
 		return err
 	}
-	rs, err := capture.NewRuleset(*cfg)
+	rs, err := capture.NewRuleset(*decision.config)
 	if err != nil {
-		return fmt.Errorf("%s: pod %s: %w", PluginName, pod, err)
+		return fmt.Errorf("%s: pod %s: %w", PluginName, decision.pod, err)
 	}
 	if err := capture.Check(args.Netns, rs); err != nil {
-		return fmt.Errorf("%s: pod %s: %w", PluginName, pod, err)
+		return fmt.Errorf("%s: pod %s: %w", PluginName, decision.pod, err)
 	}
 	return nil
 }
 
-// captureConfig decides whether the pod is captured: nil without an error means leave it alone.
-func (p *Plugin) captureConfig(conf *NetConf, args *skel.CmdArgs) (*capture.Config, string, error) {
+// decision is what captureConfig decided for a pod: config nil means leave it alone.
+type decision struct {
+	config *capture.Config
+	// pod is namespace/name, for messages.
+	pod string
+	// isolatedBy names the STRICT MeshService an unmarked pod without the sidecar is isolated
+	// for (config is IsolationConfig then); "" for a pod marked for capture.
+	isolatedBy string
+}
+
+// captureConfig decides what the plugin sets up in the pod's namespace: the capture the pod's
+// annotations ask for, isolation for a pod without the sidecar that a STRICT MeshService
+// selects, or nothing.
+func (p *Plugin) captureConfig(conf *NetConf, args *skel.CmdArgs) (decision, error) {
 	var k8s podArgs
 	if err := types.LoadArgs(args.Args, &k8s); err != nil {
-		return nil, "", fmt.Errorf("%s: failed to parse CNI_ARGS: %w", PluginName, err)
+		return decision{}, fmt.Errorf("%s: failed to parse CNI_ARGS: %w", PluginName, err)
 	}
 	namespace, name := string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME)
 	if namespace == "" || name == "" {
 		// Not a Kubernetes pod (the kubelet always passes both): nothing can have marked it.
-		return nil, "", nil
+		return decision{}, nil
 	}
 	pod := namespace + "/" + name
 	found, err := p.lookup(conf, namespace, name)
@@ -219,20 +288,74 @@ func (p *Plugin) captureConfig(conf *NetConf, args *skel.CmdArgs) (*capture.Conf
 	if err != nil {
 		if conf.excluded(namespace) {
 			p.logf("pod %s: starting without traffic capture because namespace %s is in excludeNamespaces and the pod could not be read: %v", pod, namespace, err)
-			return nil, pod, nil
+			return decision{pod: pod}, nil
 		}
-		return nil, pod, fmt.Errorf("%s: failed to get pod %s, so it cannot tell whether the pod needs traffic capture; failing closed so a meshed pod never starts uncaptured "+
+		return decision{pod: pod}, fmt.Errorf("%s: failed to get pod %s, so it cannot tell whether the pod needs traffic capture; failing closed so a meshed pod never starts uncaptured "+
 			"(check that the API server is reachable from the node and the kubeconfig %q may get pods, or list the namespace in excludeNamespaces): %w",
 			PluginName, pod, conf.Kubeconfig, err)
 	}
 	if !capture.Marked(found.Annotations) {
-		return nil, pod, nil
+		return p.isolation(conf, namespace, pod, found)
 	}
 	cfg, err := capture.ParseAnnotations(found.Annotations)
 	if err != nil {
-		return nil, pod, fmt.Errorf("%s: pod %s has invalid capture annotations; fix them and recreate the pod: %w", PluginName, pod, err)
+		return decision{pod: pod}, fmt.Errorf("%s: pod %s has invalid capture annotations; fix them and recreate the pod: %w", PluginName, pod, err)
 	}
-	return &cfg, pod, nil
+	if uid := found.ProxyUID; uid != nil && *uid > 0 && *uid <= math.MaxUint32 {
+		cfg.ProxyUID = uint32(*uid)
+	}
+	return decision{config: &cfg, pod: pod}, nil
+}
+
+// isolation decides whether an unmarked pod is isolated (Isolate). Pods of the excluded and the
+// system namespaces, injected pods and pods that opted out are left alone without a request;
+// for the others the plugin lists the MeshServices of the namespace. When that fails, ADD fails:
+// the plugin cannot tell whether the pod must be isolated, and the kubelet retries the sandbox
+// (the pod GET just succeeded, so the API server is reachable and the failure is most likely
+// brief; a pod that a STRICT MeshService selects must not serve plaintext meanwhile). When the
+// API server does not serve MeshServices at all (the CRD is not installed), nothing selects the
+// pod.
+func (p *Plugin) isolation(conf *NetConf, namespace, pod string, found Pod) (decision, error) {
+	if conf.excluded(namespace) || slices.Contains(systemNamespaces, namespace) ||
+		found.Injected || found.Annotations[annotationInject] == "false" {
+		return decision{pod: pod}, nil
+	}
+	meshServices, err := p.meshServices(conf, namespace)
+	if apierrors.IsNotFound(err) {
+		return decision{pod: pod}, nil
+	}
+	if err != nil {
+		return decision{pod: pod}, fmt.Errorf("%s: pod %s has no Meshlift sidecar and the MeshServices of namespace %s could not be listed, so it cannot tell whether a STRICT MeshService selects it; "+
+			"failing closed so it never serves plaintext under STRICT mTLS, the kubelet retries "+
+			"(check that the kubeconfig %q may list meshservices.%s, see config/cni/rbac.yaml, or list the namespace in excludeNamespaces): %w",
+			PluginName, pod, namespace, conf.Kubeconfig, meshServiceGroup, err)
+	}
+	ms := Isolate(found, meshServices)
+	if ms == "" {
+		return decision{pod: pod}, nil
+	}
+	cfg := IsolationConfig()
+	return decision{config: &cfg, pod: pod, isolatedBy: ms}, nil
+}
+
+func (p *Plugin) meshServices(conf *NetConf, namespace string) ([]MeshService, error) {
+	if p.NewMeshServiceLookup == nil {
+		return nil, errors.New("no MeshService lookup configured")
+	}
+	lookup, err := p.NewMeshServiceLookup(conf)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.lookupTimeout())
+	defer cancel()
+	return lookup.MeshServices(ctx, namespace)
+}
+
+func (p *Plugin) lookupTimeout() time.Duration {
+	if p.LookupTimeout == 0 {
+		return DefaultLookupTimeout
+	}
+	return p.LookupTimeout
 }
 
 func (p *Plugin) lookup(conf *NetConf, namespace, name string) (Pod, error) {
@@ -243,11 +366,7 @@ func (p *Plugin) lookup(conf *NetConf, namespace, name string) (Pod, error) {
 	if err != nil {
 		return Pod{}, err
 	}
-	timeout := p.LookupTimeout
-	if timeout == 0 {
-		timeout = DefaultLookupTimeout
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), p.lookupTimeout())
 	defer cancel()
 	return lookup.Pod(ctx, namespace, name)
 }

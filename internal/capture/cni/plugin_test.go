@@ -50,11 +50,15 @@ func cmdArgs(netnsPath, namespace, name, uid string, stdin []byte) *skel.CmdArgs
 	return &skel.CmdArgs{ContainerID: "c0ffee", Netns: netnsPath, IfName: "eth0", Args: args, StdinData: stdin}
 }
 
-// fakePods is the pod lookup of these tests.
+// fakePods is the pod and MeshService lookup of these tests.
 type fakePods struct {
 	pods    map[string]Pod // by namespace/name
 	err     error          // returned for every lookup when set
 	lookups int
+
+	meshServices map[string][]MeshService // by namespace
+	listErr      error                    // returned for every MeshService list when set
+	lists        int
 }
 
 func (f *fakePods) plugin(log *bytes.Buffer) *Plugin {
@@ -70,6 +74,15 @@ func (f *fakePods) plugin(log *bytes.Buffer) *Plugin {
 					return Pod{}, fmt.Errorf("pods %q not found", name)
 				}
 				return pod, nil
+			}), nil
+		},
+		NewMeshServiceLookup: func(*NetConf) (MeshServiceLookup, error) {
+			return MeshServiceLookupFunc(func(_ context.Context, namespace string) ([]MeshService, error) {
+				f.lists++
+				if f.listErr != nil {
+					return nil, f.listErr
+				}
+				return f.meshServices[namespace], nil
 			}), nil
 		},
 		Log: log,
@@ -292,3 +305,50 @@ func TestExcludeNamespacesDefaultsToKubeSystem(t *testing.T) {
 		}
 	}
 }
+
+// TestAddExemptsThePodsOwnProxyUser: the rules leave alone the user the pod's proxies run as
+// (their runAsUser), not a fixed one, so a pod injected when the proxies ran as another user
+// keeps its proxy's own connections out of capture.
+func TestAddExemptsThePodsOwnProxyUser(t *testing.T) {
+	ns := netnstest.New(t)
+	older := markedPod
+	older.UID = "uid-older"
+	older.ProxyUID = ptrTo(int64(65532))
+	pods := &fakePods{pods: map[string]Pod{"shop/older": older, "shop/web": markedPod}}
+	var log bytes.Buffer
+	plugin := pods.plugin(&log)
+	args := cmdArgs(ns.Path, "shop", "older", older.UID, withPrevResult(t, ""))
+	if _, _, err := plugin.Add(args); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	want, err := capture.ParseAnnotations(older.Annotations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.ProxyUID = 65532
+	rules, err := capture.NewRuleset(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := capture.Check(ns.Path, rules); err != nil {
+		t.Fatalf("the table does not exempt the pod's proxy user 65532: %v", err)
+	}
+	// Without a runAsUser on its proxies, the default user is exempted.
+	args = cmdArgs(ns.Path, "shop", "web", markedPod.UID, withPrevResult(t, ""))
+	if _, _, err := plugin.Add(args); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	def, _ := capture.ParseAnnotations(markedPod.Annotations)
+	rules, err = capture.NewRuleset(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.ProxyUID != capture.DefaultProxyUID {
+		t.Fatalf("default proxy user %d, want %d", def.ProxyUID, capture.DefaultProxyUID)
+	}
+	if err := capture.Check(ns.Path, rules); err != nil {
+		t.Fatalf("the table does not exempt the default proxy user: %v", err)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -15,9 +15,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/identity"
+	"github.com/meshlift/meshlift/internal/rollout"
 	"github.com/meshlift/meshlift/internal/sidecar"
 )
 
@@ -31,6 +33,16 @@ const (
 // ClusterName is the cluster (and TLS SNI) of a MeshService port.
 func ClusterName(port, meshService, namespace string) string {
 	return port + "." + meshService + "." + namespace
+}
+
+// ParseCluster reads a cluster name, <port-name>.<meshservice>.<namespace> (three DNS labels),
+// back into the Upstream it names; false when it is not one.
+func ParseCluster(name string) (Upstream, bool) {
+	labels := strings.Split(name, ".")
+	if len(labels) != 3 || len(name) > 253 || slices.ContainsFunc(labels, func(l string) bool { return len(validation.IsDNS1123Label(l)) > 0 }) {
+		return Upstream{}, false
+	}
+	return Upstream{Cluster: name, MeshService: types.NamespacedName{Namespace: labels[2], Name: labels[1]}, Port: labels[0]}, true
 }
 
 // Upstream is a cluster a MeshService's proxies call.
@@ -77,7 +89,30 @@ func IsEndpoint(pod *corev1.Pod, ms *meshv1alpha1.MeshService, selector labels.S
 		!selector.Matches(labels.Set(pod.Labels)):
 		return false
 	}
-	return sidecar.PodReady(pod) || sidecar.ProxyReady(pod)
+	return sidecar.PodReady(pod) || sidecar.ProxyReady(pod) || handingOver(pod)
+}
+
+// handingOver reports whether the pod is in the handoff of a hot upgrade (or of its revert) and
+// one of its proxies is ready. The active-slot annotation names the new proxy before it takes
+// the listeners over (it takes them only once named), and until then the old proxy, whose slot
+// is no longer the active one, serves them: its container is ready and the new one is not, nor
+// is the pod (its slot container restarted with the new image). Dropping the pod from EDS in
+// that window would leave the clients of a MeshService with one replica without endpoints for
+// the second or two a handoff takes, though nothing stopped serving.
+func handingOver(pod *corev1.Pod) bool {
+	value := pod.Annotations[meshv1alpha1.AnnotationUpgrade]
+	if value == "" {
+		return false
+	}
+	state, err := rollout.DecodeState(value)
+	if err != nil || state.Strategy != meshv1alpha1.StrategyHotUpgrade {
+		return false
+	}
+	switch state.Phase {
+	case rollout.PodWaitingReady, rollout.PodReverting:
+		return sidecar.SlotReady(pod, 1) || sidecar.SlotReady(pod, 2)
+	}
+	return false
 }
 
 // LbEndpoints are the endpoints of ms among pods, ordered by address: the pod IP and the

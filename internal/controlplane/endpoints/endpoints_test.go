@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -13,6 +14,8 @@ import (
 
 	meshv1alpha1 "github.com/meshlift/meshlift/api/v1alpha1"
 	"github.com/meshlift/meshlift/internal/controlplane/endpoints"
+	"github.com/meshlift/meshlift/internal/rollout"
+	"github.com/meshlift/meshlift/internal/sidecar"
 	"github.com/meshlift/meshlift/internal/testutil/gen"
 )
 
@@ -44,6 +47,33 @@ func withPorts(names ...string) gen.MeshServiceOption {
 }
 
 func notReady(pod *corev1.Pod) { gen.NotReady(pod)(&pod.Status) }
+
+// handingOver puts the pod in phase of a hot upgrade from slot 1 to slot 2, slot 2 named
+// active, with only slot 1's proxy ready (when oldReady) and the pod not ready.
+func handingOver(phase rollout.PodPhase, oldReady bool) gen.PodOption {
+	return func(p *corev1.Pod) {
+		now := time.Now().UTC().Truncate(time.Second)
+		state := &rollout.PodState{Plan: "up", From: "v1", To: "v2", Strategy: meshv1alpha1.StrategyHotUpgrade,
+			Phase: phase, Slot: 2, FromSlot: 1, FromImage: "proxy:1", IdleImage: "idle:1", ToImage: "proxy:2", ToIdleImage: "idle:2",
+			StartedAt: now, PhaseSince: now, Attempt: 1}
+		if phase == rollout.PodStabilizing {
+			state.ReadySince = &now
+		}
+		// An annotation EncodeState refuses fails the test: IsEndpoint ignores malformed ones.
+		encoded, _ := rollout.EncodeState(state)
+		p.Annotations[meshv1alpha1.AnnotationUpgrade] = encoded
+		p.Annotations[meshv1alpha1.AnnotationActiveSlot] = "2"
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{
+			{Name: sidecar.SlotContainerName(1), Ready: oldReady},
+			{Name: sidecar.SlotContainerName(2), Ready: false},
+		}
+		for i := range p.Status.ContainerStatuses {
+			if strings.HasPrefix(p.Status.ContainerStatuses[i].Name, sidecar.ContainerName) {
+				p.Status.ContainerStatuses[i].Ready = p.Status.ContainerStatuses[i].Name == sidecar.SlotContainerName(1) && oldReady
+			}
+		}
+	}
+}
 
 // summary renders assignments as "cluster: ip:port=identity ..." lines, sorted.
 func summary(assignments map[string]*endpointv3.ClusterLoadAssignment) []string {
@@ -109,6 +139,24 @@ func TestAssignments(t *testing.T) {
 				}
 			})},
 			want: []string{"http.api.shop: 10.0.0.1:15006=" + apiID + "/HEALTHY"},
+		},
+		{
+			name:         "keeps a pod whose old proxy serves while the new one, already the active slot, waits to take over",
+			meshServices: []*meshv1alpha1.MeshService{meshService("api")},
+			pods:         []*corev1.Pod{member("api-1", "api", "api", "10.0.0.1", notReady, handingOver(rollout.PodWaitingReady, true))},
+			want:         []string{"http.api.shop: 10.0.0.1:15006=" + apiID + "/HEALTHY"},
+		},
+		{
+			name:         "leaves out a pod after the handoff whose new proxy is not ready, though its old one is",
+			meshServices: []*meshv1alpha1.MeshService{meshService("api")},
+			pods:         []*corev1.Pod{member("api-1", "api", "api", "10.0.0.1", notReady, handingOver(rollout.PodStabilizing, true))},
+			want:         []string{"http.api.shop: "},
+		},
+		{
+			name:         "leaves out a pod in the handoff when neither proxy is ready",
+			meshServices: []*meshv1alpha1.MeshService{meshService("api")},
+			pods:         []*corev1.Pod{member("api-1", "api", "api", "10.0.0.1", notReady, handingOver(rollout.PodWaitingReady, false))},
+			want:         []string{"http.api.shop: "},
 		},
 		{
 			name:         "leaves out a pod being upgraded cold",
