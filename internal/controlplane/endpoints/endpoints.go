@@ -92,27 +92,26 @@ func IsEndpoint(pod *corev1.Pod, ms *meshv1alpha1.MeshService, selector labels.S
 	return sidecar.PodReady(pod) || sidecar.ProxyReady(pod) || handingOver(pod)
 }
 
-// handingOver reports whether the pod is in the handoff of a hot upgrade (or of its revert) and
-// one of its proxies is ready. The active-slot annotation names the new proxy before it takes
-// the listeners over (it takes them only once named), and until then the old proxy, whose slot
-// is no longer the active one, serves them: its container is ready and the new one is not, nor
-// is the pod (its slot container restarted with the new image). Dropping the pod from EDS in
-// that window would leave the clients of a MeshService with one replica without endpoints for
-// the second or two a handoff takes, though nothing stopped serving.
+// handingOver reports whether the pod is in a hot upgrade (or its revert) and one of its two
+// proxies is ready. Its listeners always have an owner that accepts: the old proxy until the
+// takeover, the new one after it (or the old one again, resumed, when the new one dies). But
+// the readiness the kubelet reports lags and flickers around the handoff: the active-slot
+// annotation names the new proxy before it takes over (it takes over only once named), while
+// its container restarted with the new image and is not ready yet, nor is the pod; and right
+// after the takeover the new container's readiness was seen to drop for a probe period (the
+// rollout goes from Stabilizing back to WaitingReady). Dropping the pod from EDS then would
+// leave the clients of a MeshService with one replica without endpoints for a second or two,
+// though nothing stopped serving (e2e: 503s through a one-replica server's hot upgrade).
 func handingOver(pod *corev1.Pod) bool {
 	value := pod.Annotations[meshv1alpha1.AnnotationUpgrade]
 	if value == "" {
 		return false
 	}
 	state, err := rollout.DecodeState(value)
-	if err != nil || state.Strategy != meshv1alpha1.StrategyHotUpgrade {
+	if err != nil || state.Strategy != meshv1alpha1.StrategyHotUpgrade || state.Phase.Terminal() {
 		return false
 	}
-	switch state.Phase {
-	case rollout.PodWaitingReady, rollout.PodReverting:
-		return sidecar.SlotReady(pod, 1) || sidecar.SlotReady(pod, 2)
-	}
-	return false
+	return sidecar.SlotReady(pod, 1) || sidecar.SlotReady(pod, 2)
 }
 
 // LbEndpoints are the endpoints of ms among pods, ordered by address: the pod IP and the

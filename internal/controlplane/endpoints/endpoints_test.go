@@ -147,9 +147,15 @@ func TestAssignments(t *testing.T) {
 			want:         []string{"http.api.shop: 10.0.0.1:15006=" + apiID + "/HEALTHY"},
 		},
 		{
-			name:         "leaves out a pod after the handoff whose new proxy is not ready, though its old one is",
+			name:         "keeps a pod right after the handoff whose new proxy's readiness drops for a moment",
 			meshServices: []*meshv1alpha1.MeshService{meshService("api")},
 			pods:         []*corev1.Pod{member("api-1", "api", "api", "10.0.0.1", notReady, handingOver(rollout.PodStabilizing, true))},
+			want:         []string{"http.api.shop: 10.0.0.1:15006=" + apiID + "/HEALTHY"},
+		},
+		{
+			name:         "leaves out a pod whose upgrade ended and whose active proxy is not ready, though the other slot is",
+			meshServices: []*meshv1alpha1.MeshService{meshService("api")},
+			pods:         []*corev1.Pod{member("api-1", "api", "api", "10.0.0.1", notReady, handingOver(rollout.PodSucceeded, true))},
 			want:         []string{"http.api.shop: "},
 		},
 		{
