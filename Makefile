@@ -213,7 +213,7 @@ demo: deploy plugin ## Everything: cluster, images, operator (with traffic captu
 	@echo "  try:          $(KUBECTL) -n meshlift-demo get meshservice demo -o yaml   # status: pods, version, conditions"
 	@echo "                $(KUBECTL) -n meshlift-demo scale deployment demo --replicas=5  # watch status.pods follow"
 	@echo "                $(KUBECTL) -n meshlift-system logs deploy/meshlift-controller-manager"
-	@echo "                curl http://$$($(K) -n meshlift-demo get pods -o jsonpath='{.items[0].status.podIP}'):15000/stats   # a sidecar's role, certificate, traffic"
+	@echo "                curl http://$$($(K) -n meshlift-demo get pods -o jsonpath='{.items[0].status.podIP}'):15000/ready   # slot 1's proxy: active, retiring or idle (slot 2 on :15001; /stats only through kubectl port-forward)"
 	@echo "  again:        make demo   # upgrades the demo pods to the other version, under traffic"
 	@echo "  stop it:      make cluster-down"
 
