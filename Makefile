@@ -32,6 +32,10 @@ DEMO_PROXY_VERSIONS ?= 1.0.0 2.0.0
 K = $(KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
+# The end-to-end suite runs its tests one after another on one node (the capture tests change the
+# operator's flags and the node's CNI chain, which every pod created meanwhile would see): about
+# 32 minutes on 2 cores, so its own timeout.
+E2E_TEST_FLAGS ?= -count=1 -timeout 50m
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/meshlift/meshlift/internal/buildinfo.Version=$(VERSION)
 
@@ -132,7 +136,7 @@ test-e2e: deploy ## Run the end-to-end suite against the local cluster (brings i
 	$(call say,Running end-to-end tests against the local cluster)
 	E2E_KUBECONFIG=$(CLUSTER_KUBECONFIG) E2E_LOCAL_CLUSTER=$(LOCAL_CLUSTER) E2E_CLUSTER_STATE=$(CLUSTER_STATE) \
 	  E2E_KUSTOMIZE=$(KUSTOMIZE) E2E_KUBECTL=$(KUBECTL) \
-	  go test -tags e2e $(GO_TEST_FLAGS) -v ./test/e2e/...
+	  go test -tags e2e $(E2E_TEST_FLAGS) -v ./test/e2e/...
 
 .PHONY: bench
 bench: bench-unit bench-e2e ## Run every benchmark and print its numbers (also written to bench-results.txt).
