@@ -59,17 +59,7 @@ type capturedVersusExplicit struct {
 
 func newCapturedVersusExplicit(b *testing.B) *capturedVersusExplicit {
 	b.Helper()
-	pod, peer := netnstest.New(b), netnstest.New(b) // skips the benchmark when not root
-	netnstest.Link(b, pod, "eth0", []string{benchPodIP + "/24"}, peer, "eth0", []string{benchPeerIP + "/24"})
-	c := capture.DefaultConfig()
-	c.Outbound = true
-	rules, err := capture.NewRuleset(c)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := capture.Apply(pod.Path, rules); err != nil {
-		b.Fatalf("applying the capture rules: %v", err)
-	}
+	pod, _ := capturedPod(b, benchPodIP, benchPeerIP, false, true) // skips the benchmark when not root
 
 	// The app and the server proxy, as in BenchmarkTwoHops.
 	l, appPort := listenLocal(b)
@@ -87,18 +77,10 @@ func newCapturedVersusExplicit(b *testing.B) *capturedVersusExplicit {
 	if err := client.Start(map[string]net.Listener{OutboundListener(benchLocalPort): explicit, CaptureListener: captured}); err != nil {
 		b.Fatal(err)
 	}
-	listener, _, err := outroutes.Build([]outroutes.Chain{{
+	client.SetOutboundRoutes(routesTable(b, outroutes.Chain{
 		Route: outroutes.Route{Cluster: sni("http"), Protocol: "HTTP"},
 		Port:  benchServicePort, Addrs: []netip.Addr{netip.MustParseAddr(benchServiceIP)},
-	}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	table, err := outroutes.FromListener(listener)
-	if err != nil {
-		b.Fatal(err)
-	}
-	client.SetOutboundRoutes(table)
+	}))
 	f.pointAt(client, serverAddr, "http")
 	setup := &capturedVersusExplicit{
 		pod:      pod,

@@ -35,19 +35,28 @@ type captureNetwork struct {
 
 func newCaptureNetwork(t *testing.T) *captureNetwork {
 	t.Helper()
-	pod, peer := netnstest.New(t), netnstest.New(t)
-	netnstest.Link(t, pod, "eth0", []string{capturePodIP + "/24"}, peer, "eth0", []string{capturePeerIP + "/24"})
-	c := capture.DefaultConfig()
-	c.Inbound = true
-	rules, err := capture.NewRuleset(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := capture.Apply(pod.Path, rules); err != nil {
-		t.Fatalf("applying the capture rules: %v", err)
-	}
+	pod, peer := capturedPod(t, capturePodIP, capturePeerIP, true, false)
 	inbound := pod.Listen(t, "tcp", fmt.Sprintf(":%d", capture.DefaultInboundPort))
 	return &captureNetwork{pod: pod, peer: peer, inbound: inbound}
+}
+
+// capturedPod is a pod's network namespace with internal/capture's rules for the directions
+// asked (as the CNI plugin applies them), linked by a veth pair to a peer namespace that plays
+// the rest of the network; podIP and peerIP are in one /24. Skips the test when not root.
+func capturedPod(tb testing.TB, podIP, peerIP string, inbound, outbound bool) (pod, peer *netnstest.NetNS) {
+	tb.Helper()
+	pod, peer = netnstest.New(tb), netnstest.New(tb)
+	netnstest.Link(tb, pod, "eth0", []string{podIP + "/24"}, peer, "eth0", []string{peerIP + "/24"})
+	c := capture.DefaultConfig()
+	c.Inbound, c.Outbound = inbound, outbound
+	rules, err := capture.NewRuleset(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := capture.Apply(pod.Path, rules); err != nil {
+		tb.Fatalf("applying the capture rules: %v", err)
+	}
+	return pod, peer
 }
 
 // dial connects from the peer namespace to the pod's address on port.

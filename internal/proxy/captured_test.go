@@ -40,17 +40,7 @@ type outboundCaptureNetwork struct {
 
 func newOutboundCaptureNetwork(t *testing.T) *outboundCaptureNetwork {
 	t.Helper()
-	pod, peer := netnstest.New(t), netnstest.New(t)
-	netnstest.Link(t, pod, "eth0", []string{clientPodIP + "/24"}, peer, "eth0", []string{clientPeerIP + "/24"})
-	c := capture.DefaultConfig()
-	c.Outbound = true
-	rules, err := capture.NewRuleset(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := capture.Apply(pod.Path, rules); err != nil {
-		t.Fatalf("applying the capture rules: %v", err)
-	}
+	pod, peer := capturedPod(t, clientPodIP, clientPeerIP, false, true)
 	ln := pod.Listen(t, "tcp", fmt.Sprintf("127.0.0.1:%d", capture.DefaultOutboundPort))
 	return &outboundCaptureNetwork{pod: pod, peer: peer, capture: ln}
 }
@@ -69,7 +59,7 @@ func (n *outboundCaptureNetwork) appClient() *http.Client {
 	}}
 }
 
-func routesTable(t *testing.T, chains ...outroutes.Chain) *outroutes.Table {
+func routesTable(t testing.TB, chains ...outroutes.Chain) *outroutes.Table {
 	t.Helper()
 	listener, _, err := outroutes.Build(chains)
 	if err != nil {
